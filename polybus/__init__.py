@@ -1,0 +1,70 @@
+"""polybus: one messaging API — work queue, pub/sub, routed, RPC — on RabbitMQ, Redis or memory.
+
+    import polybus
+    with polybus.connect() as bus:          # URL argument, else $POLYBUS_URL, else memory://
+        bus.work_queue("tasks").send({"n": 1})
+
+The asyncio API is ``polybus.aio``, with the same names.
+"""
+
+from __future__ import annotations
+
+from polybus.blocking.bus import Bus, connect
+from polybus.blocking.patterns import PubSub, Router, Rpc, Subscription, Worker, WorkQueue
+from polybus.core.codecs import Codec, register_codec
+from polybus.core.errors import (
+    CapabilityMissing,
+    Closed,
+    ConfigurationError,
+    ConnectionFailed,
+    DeclarationConflict,
+    InvalidName,
+    InvalidURL,
+    MissingDependency,
+    NotFound,
+    PolybusError,
+    PublishFailed,
+    ReceiveTimeout,
+    RemoteError,
+    RpcTimeout,
+    SerializationError,
+    UnknownScheme,
+    Unroutable,
+)
+from polybus.core.message import Message
+from polybus.core.transport import Capabilities, Transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bus",
+    "Capabilities",
+    "CapabilityMissing",
+    "Closed",
+    "Codec",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "DeclarationConflict",
+    "InvalidName",
+    "InvalidURL",
+    "Message",
+    "MissingDependency",
+    "NotFound",
+    "PolybusError",
+    "PubSub",
+    "PublishFailed",
+    "ReceiveTimeout",
+    "RemoteError",
+    "Router",
+    "Rpc",
+    "RpcTimeout",
+    "SerializationError",
+    "Subscription",
+    "Transport",
+    "UnknownScheme",
+    "Unroutable",
+    "WorkQueue",
+    "Worker",
+    "connect",
+    "register_codec",
+]

@@ -1,0 +1,1 @@
+"""The blocking API: the asyncio core driven from a background event-loop thread per bus."""

@@ -1,0 +1,237 @@
+"""The asyncio bus: one transport, the codec, declarations, and the four patterns.
+
+Everything the patterns share lives here: name qualification (the URL's ``namespace``), a cache of
+declarations so a pattern declares once per bus, envelope building (ids, timestamp, codec), and
+the set of open subscriptions and workers that ``close()`` shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+from polybus.core.codecs import Codec, encode_body, get_codec
+from polybus.core.errors import Closed, DeclarationConflict
+from polybus.core.names import check_name
+from polybus.core.transport import Envelope, ExchangeKind, QueueOptions, Transport
+from polybus.core.url import create_transport, resolve_url
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from polybus.core.pubsub import PubSub
+    from polybus.core.router import Router
+    from polybus.core.rpc import Rpc, RpcClient
+    from polybus.core.workqueue import WorkQueue
+
+
+class SendOptions(TypedDict, total=False):
+    """Message properties every send and publish accepts (``ttl`` in seconds)."""
+
+    headers: dict[str, Any] | None
+    priority: int | None
+    ttl: float | None
+    message_id: str | None
+    correlation_id: str | None
+    reply_to: str | None
+    persistent: bool
+
+
+class AsyncBus:
+    """``async with polybus.aio.connect(url) as bus:`` — the asyncio entry point."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        transport: Transport | None = None,
+        codec: str | Codec = "json",
+    ) -> None:
+        self.url = resolve_url(url) if transport is None else transport.url.raw
+        self.transport = transport if transport is not None else create_transport(self.url)
+        self.codec = get_codec(codec) if isinstance(codec, str) else codec
+        self.namespace = self.transport.url.namespace
+        self._queues: dict[str, QueueOptions] = {}
+        self._exchanges: dict[str, tuple[ExchangeKind, bool]] = {}
+        self._open: dict[int, Callable[[], Awaitable[None]]] = {}
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(6).hex()
+        self._rpc_client: RpcClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
+        self.closed = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise Closed("the bus is not connected; use 'async with polybus.aio.connect()'")
+        return self._loop
+
+    @property
+    def capabilities(self) -> Any:
+        return self.transport.capabilities
+
+    async def connect(self) -> AsyncBus:
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        await self.transport.connect()
+        return self
+
+    # -- the patterns -----------------------------------------------------------------------
+
+    def work_queue(
+        self,
+        name: str,
+        *,
+        durable: bool = True,
+        dead_letter: str | Literal[True] | None = True,
+        max_priority: int | None = None,
+        message_ttl: float | None = None,
+    ) -> WorkQueue:
+        """A queue shared by workers. ``dead_letter=True`` means ``<name>.dead``; ``None``, none."""
+        from polybus.core.workqueue import WorkQueue
+
+        return WorkQueue(
+            self,
+            name,
+            durable=durable,
+            dead_letter=dead_letter,
+            max_priority=max_priority,
+            message_ttl=message_ttl,
+        )
+
+    def pubsub(self, name: str) -> PubSub:
+        """A fanout exchange: every subscriber gets every message."""
+        from polybus.core.pubsub import PubSub
+
+        return PubSub(self, name)
+
+    def router(self, name: str, kind: Literal["direct", "topic"] = "direct") -> Router:
+        """A direct or topic exchange: subscribers choose messages by routing key."""
+        from polybus.core.router import Router
+
+        return Router(self, name, kind)
+
+    def rpc(self, name: str) -> Rpc:
+        """Request/reply over the queue ``name``."""
+        from polybus.core.rpc import Rpc
+
+        return Rpc(self, name)
+
+    # -- what the patterns share ------------------------------------------------------------
+
+    def qualify(self, name: str, what: str = "queue") -> str:
+        """The broker-side name: validated, with the URL's namespace in front."""
+        check_name(name, what)
+        return f"{self.namespace}.{name}" if self.namespace else name
+
+    def transient_name(self, purpose: str) -> str:
+        """A unique name for a queue that lives as long as its consumer."""
+        return self.qualify(f"polybus.{purpose}.{os.urandom(8).hex()}")
+
+    async def declare_queue(self, name: str, options: QueueOptions) -> None:
+        known = self._queues.get(name)
+        if known == options:
+            return
+        if known is not None:
+            raise DeclarationConflict(
+                f"queue {name!r} was declared on this bus with {known}, now with {options}"
+            )
+        if options.dead_letter is not None:
+            await self.declare_queue(options.dead_letter, QueueOptions(durable=options.durable))
+        await self.transport.declare_queue(name, options)
+        self._queues[name] = options
+
+    async def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool = True) -> None:
+        if self._exchanges.get(name) == (kind, durable):
+            return
+        await self.transport.declare_exchange(name, kind, durable)
+        self._exchanges[name] = (kind, durable)
+
+    def forget_queue(self, name: str) -> None:
+        self._queues.pop(name, None)
+
+    def forget_exchange(self, name: str) -> None:
+        self._exchanges.pop(name, None)
+
+    def envelope(self, body: Any, **options: Unpack[SendOptions]) -> Envelope:
+        """Encode a body (raising ``SerializationError`` before anything is sent) with ids."""
+        data, content_type = encode_body(body, self.codec)
+        headers = options.get("headers")
+        return Envelope(
+            data,
+            content_type,
+            dict(headers) if headers else {},
+            options.get("message_id") or f"{self._id_prefix}-{next(self._ids)}",
+            options.get("correlation_id"),
+            options.get("reply_to"),
+            time.time(),
+            options.get("priority"),
+            options.get("ttl"),
+            options.get("persistent", True),
+        )
+
+    def rpc_client(self) -> RpcClient:
+        """The bus's one reply queue and its pending calls, shared by every ``Rpc``."""
+        from polybus.core.rpc import RpcClient
+
+        if self._rpc_client is None:
+            self._rpc_client = RpcClient(self)
+        return self._rpc_client
+
+    def track(self, owner: object, close: Callable[[], Awaitable[None]]) -> None:
+        """Remember an open subscription or worker, for ``close()`` to shut down."""
+        if self.closed:
+            raise Closed("the bus is closed")
+        self._open[id(owner)] = close
+
+    def untrack(self, owner: object) -> None:
+        self._open.pop(id(owner), None)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop workers (running handlers finish), close subscriptions (unreceived messages go
+        back), then disconnect. Leaves no task behind."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._stopped is not None:
+            self._stopped.set()
+        for close in list(self._open.values())[::-1]:
+            await close()
+        if self._rpc_client is not None:
+            await self._rpc_client.close()
+        await self.transport.close()
+
+    async def run(self) -> None:
+        """Serve until SIGINT/SIGTERM (or ``close()``), then shut down gracefully."""
+        stopped = self._stopped
+        if stopped is None:
+            raise Closed("the bus is not connected; use 'async with polybus.aio.connect()'")
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopped.set)
+        try:
+            await stopped.wait()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            await self.close()
+
+    async def __aenter__(self) -> AsyncBus:
+        return await self.connect()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

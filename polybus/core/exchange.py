@@ -1,0 +1,87 @@
+"""What pub/sub and routed patterns share: an exchange, publishing to it, and subscriptions
+that are either transient (a unique exclusive queue that dies with its consumer) or named
+(a durable queue kept while its consumers are away and shared by all consumers of the name)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from polybus.core.message import AsyncMessage, BaseMessage
+from polybus.core.subscription import ConsumeSpec
+from polybus.core.transport import Delivery, ExchangeKind, QueueOptions
+from polybus.core.worker import HandlerRunner, Worker
+
+if TYPE_CHECKING:
+    from polybus.core.bus import AsyncBus, SendOptions
+
+TRANSIENT = QueueOptions(durable=False, exclusive=True, auto_delete=True)
+NAMED = QueueOptions(durable=True)
+
+
+class ExchangePattern:
+    def __init__(self, bus: AsyncBus, name: str, kind: ExchangeKind) -> None:
+        self.bus = bus
+        self.name = bus.qualify(name, "exchange")
+        self.kind = kind
+
+    async def declare(self) -> None:
+        await self.bus.declare_exchange(self.name, self.kind)
+
+    async def _publish(self, body: Any, key: str, mandatory: bool, options: SendOptions) -> None:
+        envelope = self.bus.envelope(body, **options)
+        await self.declare()
+        await self.bus.transport.publish(self.name, key, envelope, mandatory=mandatory)
+
+    def subscription_spec(
+        self, keys: Iterable[str], name: str | None, prefetch: int, auto_ack: bool | None
+    ) -> ConsumeSpec:
+        bindings = tuple((self.name, key) for key in keys)
+        if name is None:
+            queue, options, transient = self.bus.transient_name("sub"), TRANSIENT, True
+        else:
+            queue, options, transient = (
+                f"{self.name}.{self.bus.qualify(name, 'subscription')}",
+                NAMED,
+                False,
+            )
+        return ConsumeSpec(
+            queue,
+            options,
+            bindings,
+            prefetch=max(1, prefetch),
+            auto_ack=transient if auto_ack is None else auto_ack,
+            transient=transient,
+            exchange=(self.name, self.kind),
+        )
+
+    async def start_worker(
+        self,
+        spec: ConsumeSpec,
+        handler: Callable[..., Any],
+        make_message: Callable[[Delivery], BaseMessage],
+        concurrency: int,
+    ) -> Worker:
+        """Run ``handler(message)`` per message; ack on return, reject on an exception."""
+        runner = HandlerRunner(handler, concurrency, self.name)
+        transport = self.bus.transport
+
+        async def process(delivery: Delivery) -> None:
+            try:
+                await runner(make_message(delivery))
+            except Exception:
+                if not spec.auto_ack:
+                    await transport.nack(delivery, requeue=False)
+                raise
+            if not spec.auto_ack:
+                await transport.ack(delivery)
+
+        worker = Worker(self.bus, spec, process, concurrency=concurrency, runner=runner)
+        return await worker.start()
+
+    async def async_worker(
+        self, spec: ConsumeSpec, handler: Callable[..., Any], concurrency: int
+    ) -> Worker:
+        return await self.start_worker(
+            spec, handler, lambda delivery: AsyncMessage(delivery, None), concurrency
+        )

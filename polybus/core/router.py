@@ -1,0 +1,67 @@
+"""Routed: a direct or topic exchange; subscribers choose messages by routing key or pattern."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from polybus.core.errors import InvalidName
+from polybus.core.exchange import ExchangePattern
+from polybus.core.names import check_key, check_pattern
+from polybus.core.subscription import ConsumeSpec, Subscription
+from polybus.core.transport import ExchangeKind
+from polybus.core.worker import Worker
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from polybus.core.bus import AsyncBus, SendOptions
+
+
+class Router(ExchangePattern):
+    def __init__(self, bus: AsyncBus, name: str, kind: Literal["direct", "topic"]) -> None:
+        if kind not in ("direct", "topic"):
+            raise InvalidName(f"router kind must be 'direct' or 'topic', not {kind!r}")
+        super().__init__(bus, name, ExchangeKind(kind))
+
+    async def publish(
+        self, body: Any, *, key: str, mandatory: bool = False, **options: Unpack[SendOptions]
+    ) -> None:
+        """Publish with a routing key; ``mandatory`` raises ``Unroutable`` if no queue matches."""
+        check_key(key)
+        await self._publish(body, key, mandatory, options)
+
+    def routing_spec(
+        self, keys: Iterable[str], name: str | None, prefetch: int, auto_ack: bool | None
+    ) -> ConsumeSpec:
+        if isinstance(keys, str):
+            keys = [keys]
+        checked: Sequence[str] = [
+            check_pattern(k) if self.kind is ExchangeKind.TOPIC else check_key(k) for k in keys
+        ]
+        if not checked:
+            raise InvalidName("subscribe needs at least one key (use '#' for every message)")
+        return self.subscription_spec(checked, name, prefetch, auto_ack)
+
+    def subscribe(
+        self,
+        keys: Iterable[str],
+        *,
+        name: str | None = None,
+        prefetch: int = 100,
+        auto_ack: bool | None = None,
+    ) -> Subscription:
+        """Messages whose key matches any of ``keys`` (exact keys, or topic patterns)."""
+        return Subscription(self.bus, self.routing_spec(keys, name, prefetch, auto_ack))
+
+    async def worker(
+        self,
+        handler: Callable[..., Any],
+        *,
+        keys: Iterable[str],
+        name: str | None = None,
+        prefetch: int | None = None,
+        concurrency: int = 1,
+    ) -> Worker:
+        spec = self.routing_spec(keys, name, prefetch or concurrency, None)
+        return await self.async_worker(spec, handler, concurrency)

@@ -1,0 +1,155 @@
+"""RPC: requests on a shared queue, replies on the caller's own reply queue.
+
+A client (one per bus) owns one transient reply queue and one consumer for it, however many calls
+are in flight; each call waits on its own future keyed by a unique correlation id, so a reply is
+never handed to the wrong caller and nobody polls. Servers ack a request only after its reply is
+published, so a server that dies mid-call leaves the request for another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from polybus.core.codecs import JsonCodec, decode_body
+from polybus.core.errors import RemoteError, RpcTimeout
+from polybus.core.exchange import TRANSIENT
+from polybus.core.subscription import ConsumeSpec, QueueConsumer
+from polybus.core.transport import Delivery, Envelope, QueueOptions
+from polybus.core.worker import HandlerRunner, Worker
+
+if TYPE_CHECKING:
+    from polybus.core.bus import AsyncBus
+
+ERROR_HEADER = "x-polybus-error"
+RPC_QUEUE = QueueOptions(durable=False)
+_error_codec = JsonCodec()
+
+
+class RpcClient:
+    """The bus's reply queue and the futures of its calls in flight."""
+
+    def __init__(self, bus: AsyncBus) -> None:
+        self.bus = bus
+        self._pending: dict[str, asyncio.Future[Delivery]] = {}
+        self._consumer: QueueConsumer | None = None
+        self._starting = asyncio.Lock()
+
+    async def reply_queue(self) -> str:
+        if self._consumer is None:
+            async with self._starting:
+                if self._consumer is None:
+                    spec = ConsumeSpec(
+                        self.bus.transient_name("reply"),
+                        TRANSIENT,
+                        prefetch=1000,
+                        auto_ack=True,
+                        transient=True,
+                    )
+                    consumer = QueueConsumer(self.bus, spec, self._on_reply)
+                    await consumer.start()
+                    self._consumer = consumer
+        return self._consumer.queue
+
+    def _on_reply(self, delivery: Delivery) -> None:
+        future = self._pending.pop(delivery.envelope.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(delivery)
+        # else: a late reply to a call that timed out, or not ours: dropped
+
+    async def call(self, queue: str, envelope: Envelope, timeout: float) -> Any:
+        reply_to = await self.reply_queue()
+        correlation_id = os.urandom(12).hex()
+        envelope.correlation_id = correlation_id
+        envelope.reply_to = reply_to
+        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        try:
+            await self.bus.transport.publish("", queue, envelope)
+            delivery = await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise RpcTimeout(
+                f"no reply from {queue!r} within {timeout}s; is a server running on it?"
+            ) from None
+        finally:
+            self._pending.pop(correlation_id, None)
+        reply = delivery.envelope
+        if reply.headers.get(ERROR_HEADER):
+            error = _error_codec.decode(reply.body)
+            raise RemoteError(error["type"], error["message"], error["traceback"])
+        return decode_body(reply.body, reply.content_type)
+
+    async def close(self) -> None:
+        for future in self._pending.values():
+            future.cancel()
+        if self._consumer is not None:
+            await self._consumer.close([])
+
+
+class Rpc:
+    """``await rpc.call(30, timeout=5)`` on clients; ``await rpc.serve(fib)`` on servers."""
+
+    def __init__(self, bus: AsyncBus, name: str) -> None:
+        self.bus = bus
+        self.name = bus.qualify(name)
+
+    async def declare(self) -> None:
+        await self.bus.declare_queue(self.name, RPC_QUEUE)
+
+    async def call(
+        self, body: Any, *, timeout: float = 30.0, headers: dict[str, Any] | None = None
+    ) -> Any:
+        """Send a request and return the reply's body.
+
+        :raises RpcTimeout: no reply within ``timeout`` seconds (a late reply is dropped).
+        :raises RemoteError: the handler raised.
+        """
+        expiry = timeout if self.bus.capabilities.ttl else None
+        envelope = self.bus.envelope(body, headers=headers, ttl=expiry, persistent=False)
+        await self.declare()
+        return await self.bus.rpc_client().call(self.name, envelope, timeout)
+
+    async def cast(self, body: Any, *, headers: dict[str, Any] | None = None) -> None:
+        """Send a request that expects no reply."""
+        envelope = self.bus.envelope(body, headers=headers, persistent=False)
+        await self.declare()
+        await self.bus.transport.publish("", self.name, envelope)
+
+    async def serve(
+        self, handler: Callable[..., Any], *, concurrency: int = 1, prefetch: int | None = None
+    ) -> Worker:
+        """Answer requests with ``handler(body)``; its return value is the reply body."""
+        runner = HandlerRunner(handler, concurrency, self.name)
+        bus = self.bus
+        transport = bus.transport
+
+        async def process(delivery: Delivery) -> None:
+            request = delivery.envelope
+            try:
+                result = await runner(decode_body(request.body, request.content_type))
+                reply = bus.envelope(result, persistent=False) if request.reply_to else None
+            except Exception as exc:
+                reply = _error_reply(exc) if request.reply_to else None
+            if reply is not None and request.reply_to:
+                reply.correlation_id = request.correlation_id
+                await transport.publish("", request.reply_to, reply)
+            await transport.ack(delivery)
+
+        await self.declare()
+        spec = ConsumeSpec(self.name, RPC_QUEUE, prefetch=max(1, prefetch or concurrency))
+        worker = Worker(bus, spec, process, concurrency=concurrency, runner=runner)
+        return await worker.start()
+
+
+def _error_reply(exc: BaseException) -> Envelope:
+    error = {
+        "type": type(exc).__qualname__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+    return Envelope(
+        _error_codec.encode(error), _error_codec.content_type, {ERROR_HEADER: 1}, persistent=False
+    )

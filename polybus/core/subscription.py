@@ -1,0 +1,211 @@
+"""Consuming one queue: declaring what it needs, buffering deliveries, settling them.
+
+``QueueConsumer`` is the one implementation of the consume lifecycle; the asyncio API's
+``Subscription`` (here) and the blocking API's subscription read its deliveries from different
+buffers but start, settle and close through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from polybus.core.errors import Closed, PolybusError, ReceiveTimeout
+from polybus.core.message import AsyncMessage
+from polybus.core.transport import Delivery, ExchangeKind, QueueOptions
+
+if TYPE_CHECKING:
+    from polybus.core.bus import AsyncBus
+
+log = logging.getLogger("polybus")
+
+
+@dataclass(frozen=True)
+class ConsumeSpec:
+    """What to consume: a queue (declared with ``options``), its bindings, and how."""
+
+    queue: str
+    options: QueueOptions
+    bindings: tuple[tuple[str, str], ...] = ()  # (exchange, key)
+    prefetch: int = 1
+    auto_ack: bool = False
+    transient: bool = False  # the queue is deleted when the consumer closes
+    exchange: tuple[str, ExchangeKind] | None = None  # declared before the bindings
+
+
+class QueueConsumer:
+    """Starts a transport consumer into ``sink``, settles deliveries, and closes cleanly."""
+
+    def __init__(self, bus: AsyncBus, spec: ConsumeSpec, sink: Callable[[Delivery], None]) -> None:
+        self.bus = bus
+        self.spec = spec
+        self._sink = sink
+        self._tag: str | None = None
+        self._pending: deque[tuple[Delivery, str]] = deque()
+        self._flush_scheduled = False
+        self._flushing: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    @property
+    def queue(self) -> str:
+        return self.spec.queue
+
+    async def start(self) -> None:
+        spec = self.spec
+        if spec.exchange is not None:
+            await self.bus.declare_exchange(*spec.exchange)
+        await self.bus.declare_queue(spec.queue, spec.options)
+        for exchange, key in spec.bindings:
+            await self.bus.transport.bind(spec.queue, exchange, key)
+        self._tag = await self.bus.transport.consume(
+            spec.queue, self._sink, prefetch=spec.prefetch, auto_ack=spec.auto_ack
+        )
+
+    async def settle(self, delivery: Delivery, outcome: str) -> None:
+        if self.spec.auto_ack:
+            return
+        transport = self.bus.transport
+        if outcome == "ack":
+            await transport.ack(delivery)
+        else:
+            await transport.nack(delivery, requeue=outcome == "requeue")
+
+    def settle_threadsafe(self, delivery: Delivery, outcome: str) -> None:
+        """Queue a settlement from any thread; one loop wake-up serves a whole batch."""
+        if self.spec.auto_ack:
+            return
+        self._pending.append((delivery, outcome))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.bus.loop.call_soon_threadsafe(self._start_flush)
+
+    def _start_flush(self) -> None:
+        task = asyncio.ensure_future(self._flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _flush(self) -> None:
+        self._flush_scheduled = False
+        acks: list[Delivery] = []
+        while self._pending:
+            delivery, outcome = self._pending.popleft()
+            if outcome == "ack":
+                acks.append(delivery)
+                continue
+            await self._settle_logged(self.bus.transport.ack_many(acks))
+            acks = []
+            await self._settle_logged(
+                self.bus.transport.nack(delivery, requeue=outcome == "requeue")
+            )
+        if acks:
+            await self._settle_logged(self.bus.transport.ack_many(acks))
+
+    @staticmethod
+    async def _settle_logged(settling: object) -> None:
+        try:
+            await settling  # type: ignore[misc]
+        except PolybusError as exc:
+            # the broker will redeliver what it did not see acked: at-least-once, not lost
+            log.warning("could not settle deliveries (they will be redelivered): %s", exc)
+
+    async def stop_consuming(self) -> None:
+        """Stop new deliveries; what is held can still be settled."""
+        if self._tag is not None:
+            tag, self._tag = self._tag, None
+            try:
+                await self.bus.transport.cancel(tag)
+            except PolybusError as exc:
+                log.warning("could not cancel consumer on %s: %s", self.spec.queue, exc)
+
+    async def close(self, unreceived: list[Delivery]) -> None:
+        """Stop, flush settlements, return ``unreceived`` deliveries to the queue, clean up."""
+        if self.closed:
+            return
+        self.closed = True
+        await self.stop_consuming()
+        await self._flush()
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
+        if not self.spec.auto_ack:
+            for delivery in unreceived:
+                await self._settle_logged(self.bus.transport.nack(delivery, requeue=True))
+        if self.spec.transient:
+            try:
+                await self.bus.transport.delete_queue(self.spec.queue)
+            except PolybusError as exc:
+                log.warning("could not delete transient queue %s: %s", self.spec.queue, exc)
+
+
+_CLOSED: Delivery | None = None
+
+
+class Subscription:
+    """An asyncio subscription: ``async with`` it, then ``async for msg in sub`` or
+    ``await sub.receive(timeout)``. Messages need ``await msg.ack()`` unless auto-acked."""
+
+    def __init__(self, bus: AsyncBus, spec: ConsumeSpec) -> None:
+        self._buffer: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        self._consumer = QueueConsumer(bus, spec, self._buffer.put_nowait)
+        self._started = False
+
+    @property
+    def queue(self) -> str:
+        """The queue this subscription consumes (server-side name, namespace included)."""
+        return self._consumer.queue
+
+    async def start(self) -> Subscription:
+        if not self._started:
+            self._started = True
+            await self._consumer.start()
+            self._consumer.bus.track(self, self.close)
+        return self
+
+    async def receive(self, timeout: float | None = None) -> AsyncMessage:
+        """The next message; ``ReceiveTimeout`` if none arrives within ``timeout`` seconds."""
+        await self.start()
+        if self._consumer.closed:
+            raise Closed(f"the subscription to {self.queue!r} is closed")
+        try:
+            delivery = await asyncio.wait_for(self._buffer.get(), timeout)
+        except asyncio.TimeoutError:
+            raise ReceiveTimeout(f"no message on {self.queue!r} within {timeout}s") from None
+        if delivery is None:
+            self._buffer.put_nowait(None)
+            raise Closed(f"the subscription to {self.queue!r} is closed")
+        return AsyncMessage(delivery, self._consumer)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> AsyncMessage:
+        try:
+            return await self.receive()
+        except Closed:
+            raise StopAsyncIteration from None
+
+    async def close(self) -> None:
+        """Stop consuming; unreceived messages return to the queue; a transient queue goes."""
+        unreceived: list[Delivery] = []
+        while not self._buffer.empty():
+            item = self._buffer.get_nowait()
+            if item is not None:
+                unreceived.append(item)
+        await self._consumer.close(unreceived)
+        self._buffer.put_nowait(_CLOSED)
+        self._consumer.bus.untrack(self)
+
+    async def __aenter__(self) -> Subscription:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,118 @@
+"""Handler-based consumption: a worker runs a handler per message and settles it.
+
+One implementation serves both APIs: coroutine handlers are awaited on the loop, plain functions
+run on the worker's own threads (``concurrency`` of them), so a blocking handler never stalls the
+loop. What happens after the handler is the caller's ``process`` function: ack on return for work
+queues, a reply for RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from polybus.core.errors import PolybusError
+from polybus.core.subscription import ConsumeSpec, QueueConsumer
+from polybus.core.transport import Delivery
+
+if TYPE_CHECKING:
+    from polybus.core.bus import AsyncBus
+
+log = logging.getLogger("polybus")
+
+Process = Callable[[Delivery], Awaitable[None]]
+
+
+class HandlerRunner:
+    """Calls a user handler the right way for its kind (coroutine or plain function)."""
+
+    def __init__(self, handler: Callable[..., Any], concurrency: int, name: str) -> None:
+        self.handler = handler
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self._pool = (
+            None
+            if self.is_async
+            else ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"polybus-{name}")
+        )
+
+    async def __call__(self, argument: Any) -> Any:
+        if self._pool is None:
+            return await self.handler(argument)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.handler, argument)
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+class Worker:
+    """Consumes a queue and runs ``process`` on each delivery, ``concurrency`` at a time.
+
+    ``process`` settles the delivery itself. Closing stops new deliveries, lets the running
+    handlers finish, and returns buffered, unstarted deliveries to the queue.
+    """
+
+    def __init__(
+        self,
+        bus: AsyncBus,
+        spec: ConsumeSpec,
+        process: Process,
+        *,
+        concurrency: int,
+        runner: HandlerRunner,
+    ) -> None:
+        self.bus = bus
+        self._buffer: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        self._consumer = QueueConsumer(bus, spec, self._buffer.put_nowait)
+        self._process = process
+        self._runner = runner
+        self._concurrency = concurrency
+        self._tasks: list[asyncio.Task[None]] = []
+        self.processed = 0
+        self.failed = 0
+
+    @property
+    def queue(self) -> str:
+        return self._consumer.queue
+
+    async def start(self) -> Worker:
+        await self._consumer.start()
+        self._tasks = [asyncio.ensure_future(self._run()) for _ in range(self._concurrency)]
+        self.bus.track(self, self.close)
+        return self
+
+    async def _run(self) -> None:
+        while True:
+            delivery = await self._buffer.get()
+            if delivery is None:
+                return
+            try:
+                await self._process(delivery)
+                self.processed += 1
+            except PolybusError as exc:
+                self.failed += 1
+                log.error("worker on %s could not settle a message: %s", self.queue, exc)
+            except Exception:
+                self.failed += 1
+                log.exception("worker on %s failed on a message", self.queue)
+
+    async def close(self) -> None:
+        """Graceful stop: no new deliveries, running handlers finish, the rest go back."""
+        if self._consumer.closed:
+            return
+        await self._consumer.stop_consuming()
+        unstarted: list[Delivery] = []
+        while not self._buffer.empty():
+            item = self._buffer.get_nowait()
+            if item is not None:
+                unstarted.append(item)
+        for _ in self._tasks:
+            self._buffer.put_nowait(None)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._consumer.close(unstarted)
+        await asyncio.get_running_loop().run_in_executor(None, self._runner.shutdown)
+        self.bus.untrack(self)

@@ -1,0 +1,1 @@
+"""Transports: one module per broker, each implementing ``polybus.core.transport.Transport``."""

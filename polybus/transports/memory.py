@@ -1,0 +1,588 @@
+"""``memory://[name]``: an in-process broker with the full semantics of DESIGN.md.
+
+Buses whose URLs name the same broker share it within the process, from any thread or event loop
+(each connection's deliveries are handed to its own loop). ``MemoryBroker.restart()`` simulates a
+broker restart — durable queues and persistent messages survive, the rest vanish, connections
+reconnect and re-declare what they had — and ``MemoryTransport.abort()`` a crashed consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+
+from polybus.core.errors import Closed, DeclarationConflict, NotFound, Unroutable
+from polybus.core.topic import topic_matches
+from polybus.core.transport import (
+    Capabilities,
+    DeliverCallback,
+    Delivery,
+    Envelope,
+    ExchangeKind,
+    QueueOptions,
+    Transport,
+)
+from polybus.core.url import BrokerURL
+
+_sequence = itertools.count()
+
+
+class _Stored:
+    """A message in a queue, with what the broker tracks about it."""
+
+    __slots__ = ("deliveries", "envelope", "exchange", "expires_at", "routing_key", "seq")
+
+    def __init__(
+        self, envelope: Envelope, exchange: str, routing_key: str, ttl: float | None
+    ) -> None:
+        self.envelope = envelope
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.deliveries = 0
+        self.expires_at = time.monotonic() + ttl if ttl is not None else None
+        self.seq = next(_sequence)
+
+
+class _Queue:
+    def __init__(self, name: str, options: QueueOptions, owner: _Connection | None) -> None:
+        self.name = name
+        self.options = options
+        self.owner = owner
+        levels = (options.max_priority or 0) + 1
+        self.levels: list[deque[_Stored]] = [deque() for _ in range(levels)]
+        self.consumers: list[_Consumer] = []
+        self.next_consumer = 0
+        self.had_consumer = False
+
+    def push(self, stored: _Stored, front: bool = False) -> None:
+        level = self.levels[self._level(stored)]
+        if front:
+            level.appendleft(stored)
+        else:
+            level.append(stored)
+
+    def _level(self, stored: _Stored) -> int:
+        if self.options.max_priority is None:
+            return 0
+        return max(0, min(stored.envelope.priority or 0, self.options.max_priority))
+
+    def ready(self) -> int:
+        return sum(len(level) for level in self.levels)
+
+    def pop(self, broker: MemoryBroker) -> _Stored | None:
+        """The next live message, highest priority first; expired heads are dead-lettered."""
+        now = time.monotonic()
+        for level in reversed(self.levels):
+            while level:
+                stored = level.popleft()
+                if stored.expires_at is not None and stored.expires_at <= now:
+                    broker.dead_letter(self, stored, "expired")
+                    continue
+                return stored
+        return None
+
+    def expire_heads(self, broker: MemoryBroker) -> None:
+        now = time.monotonic()
+        for level in self.levels:
+            while level and level[0].expires_at is not None and level[0].expires_at <= now:
+                broker.dead_letter(self, level.popleft(), "expired")
+
+    def take_consumer(self) -> _Consumer | None:
+        """The next consumer in round-robin order that may hold one more message."""
+        count = len(self.consumers)
+        for step in range(count):
+            consumer = self.consumers[(self.next_consumer + step) % count]
+            if consumer.has_capacity():
+                self.next_consumer = (self.next_consumer + step + 1) % count
+                return consumer
+        return None
+
+
+@dataclass(eq=False)
+class _Consumer:
+    tag: str
+    queue: _Queue
+    connection: _Connection
+    deliver: DeliverCallback
+    prefetch: int
+    auto_ack: bool
+    unacked: dict[int, _Stored] = field(default_factory=dict)
+
+    def has_capacity(self) -> bool:
+        return self.auto_ack or self.prefetch <= 0 or len(self.unacked) < self.prefetch
+
+
+@dataclass(eq=False)
+class _Exchange:
+    name: str
+    kind: ExchangeKind
+    durable: bool
+    bindings: set[tuple[str, str]] = field(default_factory=set)  # (queue, key)
+
+    def route(self, key: str) -> set[str]:
+        if self.kind is ExchangeKind.FANOUT:
+            return {queue for queue, _ in self.bindings}
+        if self.kind is ExchangeKind.DIRECT:
+            return {queue for queue, bound in self.bindings if bound == key}
+        return {queue for queue, pattern in self.bindings if topic_matches(pattern, key)}
+
+
+class _Connection:
+    """One transport's link to the broker: its consumers and exclusive queues die with it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[], None]) -> None:
+        self.loop = loop
+        self.on_lost = on_lost
+        self.consumers: dict[str, _Consumer] = {}
+        self.alive = True
+
+    def call(self, callback: DeliverCallback, delivery: Delivery) -> None:
+        """Run a deliver callback on this connection's loop."""
+        try:
+            same_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            callback(delivery)
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(callback, delivery)
+
+
+class MemoryBroker:
+    """The broker shared by every ``memory://name`` transport of one name in this process."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock = threading.RLock()
+        self.queues: dict[str, _Queue] = {}
+        self.exchanges: dict[str, _Exchange] = {}
+        self.connections: set[_Connection] = set()
+
+    # -- queues and exchanges ---------------------------------------------------------------
+
+    def declare_queue(self, conn: _Connection, name: str, options: QueueOptions) -> None:
+        with self.lock:
+            queue = self.queues.get(name)
+            if queue is None:
+                self.queues[name] = _Queue(name, options, conn if options.exclusive else None)
+                return
+            if queue.owner is not None and queue.owner is not conn:
+                raise DeclarationConflict(
+                    f"queue {name!r} is exclusive to another connection; choose another name"
+                )
+            if queue.options != options:
+                raise DeclarationConflict(
+                    f"queue {name!r} exists with other options ({_describe(queue.options)}) than "
+                    f"declared ({_describe(options)}); delete it or declare it the same way"
+                )
+
+    def delete_queue(self, name: str) -> None:
+        with self.lock:
+            queue = self.queues.pop(name, None)
+            if queue is None:
+                return
+            for exchange in self.exchanges.values():
+                exchange.bindings = {b for b in exchange.bindings if b[0] != name}
+            for consumer in queue.consumers:
+                consumer.connection.consumers.pop(consumer.tag, None)
+                consumer.unacked.clear()
+
+    def purge_queue(self, name: str) -> int:
+        with self.lock:
+            queue = self._queue(name)
+            count = queue.ready()
+            for level in queue.levels:
+                level.clear()
+            return count
+
+    def queue_size(self, name: str) -> int:
+        with self.lock:
+            queue = self._queue(name)
+            queue.expire_heads(self)
+            return queue.ready()
+
+    def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:
+        with self.lock:
+            exchange = self.exchanges.get(name)
+            if exchange is None:
+                self.exchanges[name] = _Exchange(name, kind, durable)
+            elif (exchange.kind, exchange.durable) != (kind, durable):
+                raise DeclarationConflict(
+                    f"exchange {name!r} exists as {exchange.kind.value} "
+                    f"(durable={exchange.durable}),"
+                    f" not {kind.value} (durable={durable}); delete it or declare it the same way"
+                )
+
+    def delete_exchange(self, name: str) -> None:
+        with self.lock:
+            self.exchanges.pop(name, None)
+
+    def bind(self, queue: str, exchange: str, key: str) -> None:
+        with self.lock:
+            self._queue(queue)
+            self._exchange(exchange).bindings.add((queue, key))
+
+    def unbind(self, queue: str, exchange: str, key: str) -> None:
+        with self.lock:
+            target = self.exchanges.get(exchange)
+            if target is not None:
+                target.bindings.discard((queue, key))
+
+    def _queue(self, name: str) -> _Queue:
+        queue = self.queues.get(name)
+        if queue is None:
+            raise NotFound(
+                f"queue {name!r} does not exist on memory://{self.name}; declare it first"
+            )
+        return queue
+
+    def _exchange(self, name: str) -> _Exchange:
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise NotFound(
+                f"exchange {name!r} does not exist on memory://{self.name}; declare it first"
+            )
+        return exchange
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def publish(
+        self, exchange: str, key: str, envelopes: Sequence[Envelope], mandatory: bool
+    ) -> None:
+        with self.lock:
+            if exchange == "":
+                targets = [key] if key in self.queues else []
+            else:
+                targets = sorted(self._exchange(exchange).route(key))
+            if not targets:
+                if mandatory:
+                    raise Unroutable(
+                        f"no queue is bound to exchange {exchange!r} for key {key!r}; "
+                        "the message was not delivered"
+                    )
+                return
+            for name in targets:
+                queue = self.queues[name]
+                for envelope in envelopes:
+                    ttl = _ttl(envelope, queue.options)
+                    queue.push(_Stored(envelope, exchange, key, ttl))
+                    if ttl is not None:
+                        self._schedule_expiry(queue.name, ttl)
+                self.dispatch(queue)
+
+    def _schedule_expiry(self, name: str, ttl: float) -> None:
+        asyncio.get_running_loop().call_later(ttl + 0.001, self._expire, name)
+
+    def _expire(self, name: str) -> None:
+        with self.lock:
+            queue = self.queues.get(name)
+            if queue is not None:
+                queue.expire_heads(self)
+                self.dispatch(queue)
+
+    def dispatch(self, queue: _Queue) -> None:
+        """Hand ready messages to consumers with room, round-robin."""
+        while queue.consumers:
+            consumer = queue.take_consumer()
+            if consumer is None:
+                return
+            stored = queue.pop(self)
+            if stored is None:
+                return
+            stored.deliveries += 1
+            if not consumer.auto_ack:
+                consumer.unacked[stored.seq] = stored
+            delivery = Delivery(
+                stored.envelope,
+                stored.exchange,
+                stored.routing_key,
+                stored.deliveries > 1,
+                stored.deliveries,
+                (consumer, stored.seq),
+                consumer.tag,
+            )
+            consumer.connection.call(consumer.deliver, delivery)
+
+    def consume(
+        self,
+        conn: _Connection,
+        queue_name: str,
+        tag: str,
+        deliver: DeliverCallback,
+        prefetch: int,
+        auto_ack: bool,
+    ) -> None:
+        with self.lock:
+            queue = self._queue(queue_name)
+            consumer = _Consumer(tag, queue, conn, deliver, prefetch, auto_ack)
+            queue.consumers.append(consumer)
+            queue.had_consumer = True
+            conn.consumers[tag] = consumer
+            self.dispatch(queue)
+
+    def cancel(self, conn: _Connection, tag: str) -> None:
+        with self.lock:
+            consumer = conn.consumers.get(tag)
+            if consumer is None:
+                return
+            queue = consumer.queue
+            if consumer in queue.consumers:
+                queue.consumers.remove(consumer)
+            if queue.options.auto_delete and not queue.consumers and not consumer.unacked:
+                self.delete_queue(queue.name)
+
+    def settle(self, tag: tuple[_Consumer, int], outcome: str) -> None:
+        """Ack (``ack``), requeue (``requeue``) or reject (``reject``) one delivery."""
+        consumer, seq = tag
+        with self.lock:
+            stored = consumer.unacked.pop(seq, None)
+            if stored is None:
+                return  # already returned to the queue by a crash or restart
+            queue = consumer.queue
+            if outcome == "requeue":
+                queue.push(stored, front=True)
+            elif outcome == "reject":
+                self.dead_letter(queue, stored, "rejected")
+            if consumer not in queue.consumers and not consumer.unacked:
+                consumer.connection.consumers.pop(consumer.tag, None)
+                if queue.options.auto_delete and not queue.consumers:
+                    self.delete_queue(queue.name)
+                    return
+            if queue.name in self.queues:
+                self.dispatch(queue)
+
+    def dead_letter(self, queue: _Queue, stored: _Stored, reason: str) -> None:
+        target = self.queues.get(queue.options.dead_letter or "")
+        if target is None:
+            return
+        headers = dict(stored.envelope.headers)
+        headers.update({"x-death-reason": reason, "x-death-queue": queue.name})
+        envelope = replace(stored.envelope, headers=headers, expiration=None)
+        ttl = _ttl(envelope, target.options)
+        target.push(_Stored(envelope, stored.exchange, stored.routing_key, ttl))
+        self.dispatch(target)
+
+    # -- connections and faults -------------------------------------------------------------
+
+    def attach(self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[], None]) -> _Connection:
+        with self.lock:
+            conn = _Connection(loop, on_lost)
+            self.connections.add(conn)
+            return conn
+
+    def detach(self, conn: _Connection) -> None:
+        """End a connection: unacked messages return to their queues, exclusive queues go."""
+        with self.lock:
+            conn.alive = False
+            self.connections.discard(conn)
+            touched: set[_Queue] = set()
+            for consumer in list(conn.consumers.values()):
+                queue = consumer.queue
+                if consumer in queue.consumers:
+                    queue.consumers.remove(consumer)
+                for seq in sorted(consumer.unacked, reverse=True):
+                    queue.push(consumer.unacked[seq], front=True)
+                consumer.unacked.clear()
+                touched.add(queue)
+            conn.consumers.clear()
+            for queue in list(self.queues.values()):
+                if queue.owner is conn or (
+                    queue.options.auto_delete and queue.had_consumer and not queue.consumers
+                ):
+                    self.delete_queue(queue.name)
+            for queue in touched:
+                if queue.name in self.queues:
+                    self.dispatch(queue)
+
+    def restart(self) -> None:
+        """Simulate a broker restart: what is not durable and persistent is gone; every
+        connection is dropped and reconnects, re-declaring its topology."""
+        with self.lock:
+            connections = list(self.connections)
+            for conn in connections:
+                self.detach(conn)
+            for name, queue in list(self.queues.items()):
+                if not queue.options.durable:
+                    self.delete_queue(name)
+                    continue
+                for level in queue.levels:
+                    kept = [s for s in level if s.envelope.persistent]
+                    level.clear()
+                    level.extend(kept)
+            for name, exchange in list(self.exchanges.items()):
+                if not exchange.durable:
+                    del self.exchanges[name]
+        for conn in connections:
+            if not conn.loop.is_closed():
+                conn.loop.call_soon_threadsafe(conn.on_lost)
+
+
+def _ttl(envelope: Envelope, options: QueueOptions) -> float | None:
+    ttls = [t for t in (envelope.expiration, options.message_ttl) if t is not None]
+    return min(ttls) if ttls else None
+
+
+def _describe(options: QueueOptions) -> str:
+    return ", ".join(f"{f.name}={getattr(options, f.name)}" for f in fields(options))
+
+
+_brokers: dict[str, MemoryBroker] = {}
+_brokers_lock = threading.Lock()
+
+
+def get_broker(name: str) -> MemoryBroker:
+    """The process-wide broker for ``memory://name`` (created on first use)."""
+    with _brokers_lock:
+        broker = _brokers.get(name)
+        if broker is None:
+            broker = _brokers[name] = MemoryBroker(name)
+        return broker
+
+
+def broker_name(url: BrokerURL) -> str:
+    """``memory://name?...`` → ``name`` (case kept, unlike a hostname)."""
+    return url.raw.split("://", 1)[1].split("?", 1)[0].strip("/")
+
+
+@dataclass(frozen=True)
+class _ConsumerSpec:
+    queue: str
+    deliver: DeliverCallback
+    prefetch: int
+    auto_ack: bool
+
+
+class MemoryTransport(Transport):
+    """Remembers what it declared so that, after a simulated restart, it reconnects and
+    re-declares it — the recovery a real transport performs."""
+
+    capabilities = Capabilities(
+        persistence=True,
+        priority=True,
+        ttl=True,
+        dead_letter=True,
+        delivery_count=True,
+        mandatory=True,
+    )
+
+    def __init__(self, url: BrokerURL) -> None:
+        super().__init__(url)
+        self.broker = get_broker(broker_name(url))
+        self._conn: _Connection | None = None
+        self._closed = False
+        self._queues: dict[str, QueueOptions] = {}
+        self._exchanges: dict[str, tuple[ExchangeKind, bool]] = {}
+        self._bindings: set[tuple[str, str, str]] = set()
+        self._consumers: dict[str, _ConsumerSpec] = {}
+        self._tags = itertools.count(1)
+
+    def _live(self) -> _Connection:
+        if self._closed or self._conn is None:
+            raise Closed(f"the memory://{self.broker.name} transport is closed")
+        if not self._conn.alive:
+            self._reconnect()
+        return self._conn
+
+    def _reconnect(self) -> None:
+        if self._closed or self._conn is None or self._conn.alive:
+            return
+        conn = self._conn = self.broker.attach(self._conn.loop, self._reconnect)
+        for name, options in self._queues.items():
+            self.broker.declare_queue(conn, name, options)
+        for name, (kind, durable) in self._exchanges.items():
+            self.broker.declare_exchange(name, kind, durable)
+        for queue, exchange, key in self._bindings:
+            self.broker.bind(queue, exchange, key)
+        for tag, spec in self._consumers.items():
+            self.broker.consume(conn, spec.queue, tag, spec.deliver, spec.prefetch, spec.auto_ack)
+
+    async def connect(self) -> None:
+        self._conn = self.broker.attach(asyncio.get_running_loop(), self._reconnect)
+
+    async def close(self) -> None:
+        if self._conn is not None and not self._closed:
+            self._closed = True
+            self.broker.detach(self._conn)
+
+    async def abort(self) -> None:
+        await self.close()
+
+    async def declare_queue(self, name: str, options: QueueOptions) -> None:
+        self.broker.declare_queue(self._live(), name, options)
+        self._queues[name] = options
+
+    async def delete_queue(self, name: str) -> None:
+        self._live()
+        self.broker.delete_queue(name)
+        self._queues.pop(name, None)
+        self._bindings = {b for b in self._bindings if b[0] != name}
+
+    async def purge_queue(self, name: str) -> int:
+        self._live()
+        return self.broker.purge_queue(name)
+
+    async def queue_size(self, name: str) -> int:
+        self._live()
+        return self.broker.queue_size(name)
+
+    async def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:
+        self._live()
+        self.broker.declare_exchange(name, kind, durable)
+        self._exchanges[name] = (kind, durable)
+
+    async def delete_exchange(self, name: str) -> None:
+        self._live()
+        self.broker.delete_exchange(name)
+        self._exchanges.pop(name, None)
+        self._bindings = {b for b in self._bindings if b[1] != name}
+
+    async def bind(self, queue: str, exchange: str, key: str) -> None:
+        self._live()
+        self.broker.bind(queue, exchange, key)
+        self._bindings.add((queue, exchange, key))
+
+    async def unbind(self, queue: str, exchange: str, key: str) -> None:
+        self._live()
+        self.broker.unbind(queue, exchange, key)
+        self._bindings.discard((queue, exchange, key))
+
+    async def publish(
+        self, exchange: str, key: str, envelope: Envelope, *, mandatory: bool = False
+    ) -> None:
+        self._live()
+        self.broker.publish(exchange, key, (envelope,), mandatory)
+
+    async def publish_many(
+        self, exchange: str, items: Sequence[tuple[str, Envelope]], *, mandatory: bool = False
+    ) -> None:
+        self._live()
+        for key, envelope in items:
+            self.broker.publish(exchange, key, (envelope,), mandatory)
+
+    async def consume(
+        self, queue: str, deliver: DeliverCallback, *, prefetch: int, auto_ack: bool = False
+    ) -> str:
+        conn = self._live()
+        tag = f"ctag-{next(self._tags)}"
+        self.broker.consume(conn, queue, tag, deliver, prefetch, auto_ack)
+        self._consumers[tag] = _ConsumerSpec(queue, deliver, prefetch, auto_ack)
+        return tag
+
+    async def cancel(self, consumer_tag: str) -> None:
+        self.broker.cancel(self._live(), consumer_tag)
+        self._consumers.pop(consumer_tag, None)
+
+    async def ack(self, delivery: Delivery) -> None:
+        self.broker.settle(delivery.tag, "ack")
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            self.broker.settle(delivery.tag, "ack")
+
+    async def nack(self, delivery: Delivery, *, requeue: bool) -> None:
+        self.broker.settle(delivery.tag, "requeue" if requeue else "reject")
