@@ -1,0 +1,188 @@
+"""The pytest plugin: ``--polybus-url``, the conformance fixtures, and a ``bus`` fixture.
+
+Conformance tests are ``async def`` and take ``connect``: ``bus = await connect()`` opens a bus
+on the test's transport and API (every transport x {aio, blocking}), closed after the test. A test
+states what it needs with ``@pytest.mark.requires("priority")``; a transport without it is a skip
+that says why. ``broker_control`` restarts a test-owned broker. Users' own unit tests get ``bus``:
+a blocking bus on a fresh ``memory://`` broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import polybus
+from polybus.aio import AsyncBus
+from polybus.testing.adapter import AsyncView, in_thread
+from polybus.testing.harness import (
+    HARNESSES,
+    BrokerHarness,
+    UrlHarness,
+    load_harness,
+    required,
+)
+
+APIS = ("aio", "blocking")
+_harness_key = pytest.StashKey[dict[str, "BrokerHarness | str"]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("polybus")
+    group.addoption(
+        "--polybus-url",
+        action="append",
+        default=[],
+        help="run the conformance suite on this broker URL (repeatable); default: every "
+        "built-in transport reachable here",
+    )
+    group.addoption(
+        "--polybus-transport",
+        action="append",
+        default=[],
+        help=f"run only these built-in transports: {', '.join(HARNESSES)}",
+    )
+    group.addoption("--polybus-api", action="append", default=[], help="aio and/or blocking")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "requires(*capabilities): the transport must have these capabilities"
+    )
+    harnesses: dict[str, BrokerHarness | str] = {}
+    for url in config.getoption("--polybus-url"):
+        harness = UrlHarness(url)
+        harnesses[f"{harness.name}:{len(harnesses)}"] = harness
+    if not harnesses:
+        names = config.getoption("--polybus-transport") or list(HARNESSES)
+        for name in names:
+            harnesses[name] = load_harness(name)
+    config.stash[_harness_key] = harnesses
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for harness in config.stash.get(_harness_key, {}).values():
+        if isinstance(harness, BrokerHarness):
+            harness.shutdown()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target" not in metafunc.fixturenames:
+        return
+    harnesses = metafunc.config.stash[_harness_key]
+    apis = metafunc.config.getoption("--polybus-api") or list(APIS)
+    params = [(name, api) for name in harnesses for api in apis]
+    metafunc.parametrize("target", params, indirect=True, ids=[f"{n}-{a}" for n, a in params])
+
+
+@dataclass
+class Target:
+    """The transport and API one parametrized conformance test runs on."""
+
+    name: str
+    api: str
+    harness: BrokerHarness
+    namespace: str
+    opened: list[Any] = field(default_factory=list)
+
+    async def connect(self, url: str | None = None, **kwargs: Any) -> Any:
+        url = url or self.harness.url(self.namespace)
+        if self.api == "aio":
+            bus: Any = await polybus.aio.connect(url, **kwargs)
+        else:
+            bus = AsyncView(await in_thread(polybus.connect, url, **kwargs))
+        self.opened.append(bus)
+        return bus
+
+    async def close_all(self) -> None:
+        for bus in reversed(self.opened):
+            await bus.close()
+        self.opened.clear()
+
+
+@pytest.fixture
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    name, api = request.param
+    harness = request.config.stash[_harness_key][name]
+    base = name.split(":")[0]
+    reason = harness if isinstance(harness, str) else harness.unavailable()
+    if reason:
+        if base in required():
+            pytest.fail(f"{name} is required here but unavailable: {reason}")
+        pytest.skip(f"{name} unavailable: {reason}")
+    assert isinstance(harness, BrokerHarness)
+    _skip_missing_capabilities(request, harness)
+    namespace = f"t{os.urandom(5).hex()}"
+    target = Target(name, api, harness, namespace)
+    yield target
+    harness.cleanup(namespace)
+
+
+def _skip_missing_capabilities(request: pytest.FixtureRequest, harness: BrokerHarness) -> None:
+    capabilities = harness.capabilities()
+    for marker in request.node.iter_markers("requires"):
+        for capability in marker.args:
+            if not getattr(capabilities, capability):
+                why = capabilities.reason or "the transport does not declare it"
+                pytest.skip(f"{harness.name} lacks {capability!r}: {why}")
+
+
+@pytest.fixture
+def connect(target: Target) -> Callable[..., Awaitable[Any]]:
+    """``bus = await connect()``: a bus on this test's transport and API, closed afterwards."""
+    return target.connect
+
+
+@dataclass
+class BrokerControl:
+    """Fault injection for a test-owned broker."""
+
+    target: Target
+    url: str
+
+    async def restart(self) -> None:
+        await in_thread(self.target.harness.restart)
+
+
+@pytest.fixture
+def broker_control(target: Target) -> BrokerControl:
+    url = target.harness.restartable_url(target.namespace)
+    if url is None:
+        pytest.skip(f"{target.name}: no test-owned broker to restart for this URL")
+    return BrokerControl(target, url)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` tests on a fresh event loop, closing their buses inside it."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+    target = pyfuncitem.funcargs.get("target")
+
+    async def run() -> None:
+        try:
+            await pyfuncitem.obj(**kwargs)
+        finally:
+            if isinstance(target, Target):
+                await target.close_all()
+
+    asyncio.run(run())
+    return True
+
+
+@pytest.fixture
+def bus() -> Iterator[polybus.Bus]:
+    """A blocking bus on a fresh in-process ``memory://`` broker, for users' unit tests."""
+    with polybus.connect(f"memory://pytest-{os.urandom(6).hex()}") as test_bus:
+        yield test_bus
+
+
+__all__ = ["AsyncBus", "BrokerControl", "Target"]
