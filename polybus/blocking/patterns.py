@@ -132,6 +132,10 @@ class WorkQueue:
     def dead_letter_queue(self) -> str | None:
         return self.core.dead_letter_queue
 
+    def declare(self) -> None:
+        """Create the queue now (sending and consuming declare it too)."""
+        self._bus.call(self.core.declare())
+
     def send(self, body: Any, **options: Unpack[SendOptions]) -> None:
         """Send one message and wait for the broker's confirmation."""
         self._bus.call(self.core.send(body, **options))
@@ -218,6 +222,10 @@ class _ExchangeWrapper:
     def name(self) -> str:
         return self._exchange.name
 
+    def declare(self) -> None:
+        """Create the exchange now (publishing and subscribing declare it too)."""
+        self._bus.call(self._exchange.declare())
+
     def _worker(self, spec: ConsumeSpec, handler: Callable[..., Any], concurrency: int) -> Worker:
         started = self._exchange.start_worker(spec, handler, _message, concurrency)
         return Worker(self._bus, self._bus.call(started))
@@ -294,6 +302,10 @@ class Rpc:
     @property
     def name(self) -> str:
         return self.core.name
+
+    def declare(self) -> None:
+        """Create the request queue now (calls and servers declare it too)."""
+        self._bus.call(self.core.declare())
 
     def call(
         self, body: Any, *, timeout: float = 30.0, headers: dict[str, Any] | None = None

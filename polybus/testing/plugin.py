@@ -20,6 +20,7 @@ import pytest
 
 import polybus
 from polybus.aio import AsyncBus
+from polybus.core.errors import NotFound
 from polybus.testing.adapter import AsyncView, in_thread
 from polybus.testing.harness import (
     HARNESSES,
@@ -99,6 +100,25 @@ class Target:
             bus = AsyncView(await in_thread(polybus.connect, url, **kwargs))
         self.opened.append(bus)
         return bus
+
+    async def on_transport(self, bus: Any, method: str, *args: Any) -> Any:
+        """Call a transport primitive of a bus of either API, on the bus's own loop."""
+        if isinstance(bus, AsyncView):
+            blocking = bus.blocking
+            primitive = getattr(blocking.core.transport, method)
+            return await in_thread(blocking.call, primitive(*args))
+        return await getattr(bus.transport, method)(*args)
+
+    async def crash(self, bus: Any) -> None:
+        """Kill a bus's connection as a crashed process would: no acks, no goodbye."""
+        await self.on_transport(bus, "abort")
+
+    async def queue_exists(self, bus: Any, queue: str) -> bool:
+        try:
+            await self.on_transport(bus, "queue_size", queue)
+        except NotFound:
+            return False
+        return True
 
     async def close_all(self) -> None:
         for bus in reversed(self.opened):
