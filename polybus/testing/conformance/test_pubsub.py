@@ -102,7 +102,8 @@ async def test_consumers_of_one_named_subscription_share_its_messages(connect):
     ):
         for i in range(10):
             await events.publish(i)
-        got_one, got_two = [], []
+        got_one: list[int] = []
+        got_two: list[int] = []
 
         async def take(sub, into):
             while True:

@@ -44,7 +44,7 @@ TOPIC_TABLE = [
 
 
 async def keys_received(sub, timeout=QUIET):
-    got = []
+    got: list[str] = []
     while True:
         try:
             msg = await sub.receive(timeout=timeout)

@@ -61,7 +61,12 @@ async def test_calls_from_several_threads_share_one_bus(connect):
     threads = [threading.Thread(target=caller, args=(n * 10,)) for n in range(5)]
     for thread in threads:
         thread.start()
-    await asyncio.get_running_loop().run_in_executor(None, lambda: [t.join() for t in threads])
+
+    def join_all() -> None:
+        for thread in threads:
+            thread.join()
+
+    await asyncio.get_running_loop().run_in_executor(None, join_all)
     assert results == {i: i * 2 for i in range(50)}
 
 
@@ -148,7 +153,7 @@ async def test_request_of_a_server_that_dies_mid_call_is_answered_by_another(con
 
 async def test_cast_delivers_a_request_without_waiting_for_a_reply(connect):
     server = await connect()
-    received = asyncio.Queue()
+    received: asyncio.Queue[object] = asyncio.Queue()
     loop = asyncio.get_running_loop()
 
     def record(body):

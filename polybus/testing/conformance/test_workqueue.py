@@ -56,7 +56,8 @@ async def test_consumers_share_a_queue_round_robin_without_loss_or_duplicates(co
     ):
         # When ten messages are sent to two equally fast consumers
         await tasks.send_many(list(range(10)))
-        got_a, got_b = [], []
+        got_a: list[int] = []
+        got_b: list[int] = []
 
         async def take(sub, into):
             while True:
