@@ -23,6 +23,7 @@ class Portal:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
+        self.loop.run_until_complete(self.loop.shutdown_default_executor())
         self.loop.close()
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:

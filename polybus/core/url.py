@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import re
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from polybus.core.errors import InvalidURL, MissingDependency, UnknownScheme
 if TYPE_CHECKING:
     from polybus.core.transport import Transport
 
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
 ENV_VAR = "POLYBUS_URL"
 DEFAULT_URL = "memory://"
 ENTRY_POINT_GROUP = "polybus.transports"
@@ -55,9 +57,7 @@ class BrokerURL:
 
     def redacted(self) -> str:
         """The URL with its password hidden, for messages and logs."""
-        if self.password is None:
-            return self.raw
-        return self.raw.replace(f":{self.password}@", ":***@", 1)
+        return _PASSWORD.sub(r"\1***@", self.raw, count=1)
 
 
 def resolve_url(url: str | None) -> str:
