@@ -167,13 +167,20 @@ class Subscription:
 
     async def receive(self, timeout: float | None = None) -> AsyncMessage:
         """The next message; ``ReceiveTimeout`` if none arrives within ``timeout`` seconds."""
-        await self.start()
-        if self._consumer.closed:
+        if not self._started:
+            await self.start()
+        buffer = self._buffer
+        if not buffer.empty():
+            delivery = buffer.get_nowait()
+        elif self._consumer.closed:
             raise Closed(f"the subscription to {self.queue!r} is closed")
-        try:
-            delivery = await asyncio.wait_for(self._buffer.get(), timeout)
-        except asyncio.TimeoutError:
-            raise ReceiveTimeout(f"no message on {self.queue!r} within {timeout}s") from None
+        elif timeout is None:
+            delivery = await buffer.get()
+        else:
+            try:
+                delivery = await asyncio.wait_for(buffer.get(), timeout)
+            except asyncio.TimeoutError:
+                raise ReceiveTimeout(f"no message on {self.queue!r} within {timeout}s") from None
         if delivery is None:
             self._buffer.put_nowait(None)
             raise Closed(f"the subscription to {self.queue!r} is closed")

@@ -423,8 +423,11 @@ class MemoryBroker:
 
 
 def _ttl(envelope: Envelope, options: QueueOptions) -> float | None:
-    ttls = [t for t in (envelope.expiration, options.message_ttl) if t is not None]
-    return min(ttls) if ttls else None
+    if envelope.expiration is None:
+        return options.message_ttl
+    if options.message_ttl is None:
+        return envelope.expiration
+    return min(envelope.expiration, options.message_ttl)
 
 
 def _describe(options: QueueOptions) -> str:
@@ -561,8 +564,8 @@ class MemoryTransport(Transport):
         self, exchange: str, items: Sequence[tuple[str, Envelope]], *, mandatory: bool = False
     ) -> None:
         self._live()
-        for key, envelope in items:
-            self.broker.publish(exchange, key, (envelope,), mandatory)
+        for key, group in itertools.groupby(items, key=lambda item: item[0]):
+            self.broker.publish(exchange, key, [envelope for _, envelope in group], mandatory)
 
     async def consume(
         self, queue: str, deliver: DeliverCallback, *, prefetch: int, auto_ack: bool = False
