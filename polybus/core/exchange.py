@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from polybus.core.message import AsyncMessage, BaseMessage
+from polybus.core.names import check_name
 from polybus.core.subscription import ConsumeSpec
 from polybus.core.transport import Delivery, ExchangeKind, QueueOptions
 from polybus.core.worker import HandlerRunner, Worker
@@ -37,17 +38,14 @@ class ExchangePattern:
         self, keys: Iterable[str], name: str | None, prefetch: int, auto_ack: bool | None
     ) -> ConsumeSpec:
         bindings = tuple((self.name, key) for key in keys)
+        transient = name is None
         if name is None:
-            queue, options, transient = self.bus.transient_name("sub"), TRANSIENT, True
-        else:
-            queue, options, transient = (
-                f"{self.name}.{self.bus.qualify(name, 'subscription')}",
-                NAMED,
-                False,
-            )
+            queue = self.bus.transient_name("sub")
+        else:  # the exchange name already carries the namespace
+            queue = f"{self.name}.{check_name(name, 'subscription')}"
         return ConsumeSpec(
             queue,
-            options,
+            TRANSIENT if transient else NAMED,
             bindings,
             prefetch=max(1, prefetch),
             auto_ack=transient if auto_ack is None else auto_ack,
