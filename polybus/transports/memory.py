@@ -55,6 +55,7 @@ class _Queue:
         self.owner = owner
         levels = (options.max_priority or 0) + 1
         self.levels: list[deque[_Stored]] = [deque() for _ in range(levels)]
+        self.highest_first = self.levels[::-1]
         self.consumers: list[_Consumer] = []
         self.next_consumer = 0
         self.had_consumer = False
@@ -76,11 +77,10 @@ class _Queue:
 
     def pop(self, broker: MemoryBroker) -> _Stored | None:
         """The next live message, highest priority first; expired heads are dead-lettered."""
-        now = time.monotonic()
-        for level in reversed(self.levels):
+        for level in self.highest_first:
             while level:
                 stored = level.popleft()
-                if stored.expires_at is not None and stored.expires_at <= now:
+                if stored.expires_at is not None and stored.expires_at <= time.monotonic():
                     broker.dead_letter(self, stored, "expired")
                     continue
                 return stored
@@ -95,6 +95,9 @@ class _Queue:
     def take_consumer(self) -> _Consumer | None:
         """The next consumer in round-robin order that may hold one more message."""
         count = len(self.consumers)
+        if count == 1:
+            only = self.consumers[0]
+            return only if only.has_capacity() else None
         for step in range(count):
             consumer = self.consumers[(self.next_consumer + step) % count]
             if consumer.has_capacity():
