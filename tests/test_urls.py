@@ -63,8 +63,8 @@ def test_unreachable_broker_fails_fast_with_connection_failed(url):
     scheme = url.split(":")[0]
     try:
         transport_class(parse_url(url))
-    except polybus.MissingDependency as exc:
-        pytest.skip(f"{scheme} transport not installed: {exc}")
+    except polybus.PolybusError as exc:
+        pytest.skip(f"{scheme} transport not available: {exc}")
     started = time.monotonic()
     with pytest.raises(polybus.ConnectionFailed, match=r"127\.0\.0\.1:1"):
         polybus.connect(url)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from polybus.core.codecs import Codec, encode_body, get_codec
 from polybus.core.errors import Closed, DeclarationConflict
 from polybus.core.names import check_name
-from polybus.core.transport import Envelope, ExchangeKind, QueueOptions, Transport
+from polybus.core.transport import Capabilities, Envelope, ExchangeKind, QueueOptions, Transport
 from polybus.core.url import create_transport, resolve_url
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class AsyncBus:
         return self._loop
 
     @property
-    def capabilities(self) -> Any:
+    def capabilities(self) -> Capabilities:
         return self.transport.capabilities
 
     async def connect(self) -> AsyncBus:

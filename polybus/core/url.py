@@ -111,6 +111,10 @@ def transport_class(url: BrokerURL) -> type[Transport]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        if exc.name == module_name:
+            raise UnknownScheme(
+                f"the {url.scheme}:// transport module {module_name} is not in this installation"
+            ) from exc
         extra = BUILTIN_TRANSPORTS.get(url.scheme, ("", None))[1]
         fix = (
             f"pip install 'polybus[{extra}]'"
