@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -79,6 +79,10 @@ class QueueConsumer:
         """Queue a settlement from any thread; one loop wake-up serves a whole batch."""
         if self.spec.auto_ack:
             return
+        if self.closed:
+            raise Closed(
+                f"the subscription to {self.queue!r} is closed; the broker redelivers what it held"
+            )
         self._pending.append((delivery, outcome))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -106,9 +110,9 @@ class QueueConsumer:
             await self._settle_logged(self.bus.transport.ack_many(acks))
 
     @staticmethod
-    async def _settle_logged(settling: object) -> None:
+    async def _settle_logged(settling: Awaitable[None]) -> None:
         try:
-            await settling  # type: ignore[misc]
+            await settling
         except PolybusError as exc:
             # the broker will redeliver what it did not see acked: at-least-once, not lost
             log.warning("could not settle deliveries (they will be redelivered): %s", exc)
@@ -135,13 +139,11 @@ class QueueConsumer:
             for delivery in unreceived:
                 await self._settle_logged(self.bus.transport.nack(delivery, requeue=True))
         if self.spec.transient:
+            self.bus.forget_queue(self.spec.queue)
             try:
                 await self.bus.transport.delete_queue(self.spec.queue)
             except PolybusError as exc:
                 log.warning("could not delete transient queue %s: %s", self.spec.queue, exc)
-
-
-_CLOSED: Delivery | None = None
 
 
 class Subscription:
@@ -203,7 +205,7 @@ class Subscription:
             if item is not None:
                 unreceived.append(item)
         await self._consumer.close(unreceived)
-        self._buffer.put_nowait(_CLOSED)
+        self._buffer.put_nowait(None)  # wakes a receiver waiting on the closed subscription
         self._consumer.bus.untrack(self)
 
     async def __aenter__(self) -> Subscription:

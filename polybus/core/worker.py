@@ -95,7 +95,7 @@ class Worker:
                 self.processed += 1
             except PolybusError as exc:
                 self.failed += 1
-                log.error("worker on %s could not settle a message: %s", self.queue, exc)
+                log.error("worker on %s could not finish a message: %s", self.queue, exc)
             except Exception:
                 self.failed += 1
                 log.exception("worker on %s failed on a message", self.queue)
