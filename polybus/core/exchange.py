@@ -4,6 +4,7 @@ that are either transient (a unique exclusive queue that dies with its consumer)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,9 @@ from polybus.core.message import AsyncMessage, BaseMessage
 from polybus.core.names import check_name
 from polybus.core.subscription import ConsumeSpec
 from polybus.core.transport import Delivery, ExchangeKind, QueueOptions
-from polybus.core.worker import HandlerRunner, Worker
+from polybus.core.worker import Worker, start_handler_worker
+
+log = logging.getLogger("polybus")
 
 if TYPE_CHECKING:
     from polybus.core.bus import AsyncBus, SendOptions
@@ -61,21 +64,16 @@ class ExchangePattern:
         concurrency: int,
     ) -> Worker:
         """Run ``handler(message)`` per message; ack on return, reject on an exception."""
-        runner = HandlerRunner(handler, concurrency, self.name)
         transport = self.bus.transport
 
-        async def process(delivery: Delivery) -> None:
-            try:
-                await runner(make_message(delivery))
-            except Exception:
-                if not spec.auto_ack:
-                    await transport.nack(delivery, requeue=False)
-                raise
+        async def reject(delivery: Delivery, exc: Exception) -> None:
+            log.error("handler failed on a message from %s; rejected", self.name, exc_info=exc)
             if not spec.auto_ack:
-                await transport.ack(delivery)
+                await transport.nack(delivery, requeue=False)
 
-        worker = Worker(self.bus, spec, process, concurrency=concurrency, runner=runner)
-        return await worker.start()
+        return await start_handler_worker(
+            self.bus, spec, handler, make_message, concurrency=concurrency, on_failure=reject
+        )
 
     async def async_worker(
         self, spec: ConsumeSpec, handler: Callable[..., Any], concurrency: int

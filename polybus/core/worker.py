@@ -116,3 +116,32 @@ class Worker:
         await self._consumer.close(unstarted)
         await asyncio.get_running_loop().run_in_executor(None, self._runner.shutdown)
         self.bus.untrack(self)
+
+
+OnFailure = Callable[[Delivery, Exception], Awaitable[None]]
+
+
+async def start_handler_worker(
+    bus: AsyncBus,
+    spec: ConsumeSpec,
+    handler: Callable[..., Any],
+    make_message: Callable[[Delivery], Any],
+    *,
+    concurrency: int,
+    on_failure: OnFailure,
+) -> Worker:
+    """A worker that calls ``handler(message)``: ack on return (unless the spec auto-acks),
+    ``on_failure`` when the handler raises."""
+    runner = HandlerRunner(handler, concurrency, spec.queue)
+    transport = bus.transport
+
+    async def process(delivery: Delivery) -> None:
+        try:
+            await runner(make_message(delivery))
+        except Exception as exc:
+            await on_failure(delivery, exc)
+            return
+        if not spec.auto_ack:
+            await transport.ack(delivery)
+
+    return await Worker(bus, spec, process, concurrency=concurrency, runner=runner).start()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from polybus.core.message import AsyncMessage, BaseMessage
 from polybus.core.subscription import ConsumeSpec, Subscription
 from polybus.core.transport import Delivery, QueueOptions
-from polybus.core.worker import HandlerRunner, Worker
+from polybus.core.worker import Worker, start_handler_worker
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -109,20 +109,19 @@ class WorkQueue:
         concurrency: int,
         retries: int,
     ) -> Worker:
-        runner = HandlerRunner(handler, concurrency, self.name)
-        transport = self.bus.transport
-
-        async def process(delivery: Delivery) -> None:
-            try:
-                await runner(make_message(delivery))
-            except Exception as exc:
-                await self._handle_failure(delivery, exc, retries)
-            else:
-                await transport.ack(delivery)
-
         spec = self.consume_spec(prefetch if prefetch is not None else concurrency)
-        worker = Worker(self.bus, spec, process, concurrency=concurrency, runner=runner)
-        return await worker.start()
+
+        async def retry_or_dead_letter(delivery: Delivery, exc: Exception) -> None:
+            await self._handle_failure(delivery, exc, retries)
+
+        return await start_handler_worker(
+            self.bus,
+            spec,
+            handler,
+            make_message,
+            concurrency=concurrency,
+            on_failure=retry_or_dead_letter,
+        )
 
     async def _handle_failure(self, delivery: Delivery, exc: Exception, retries: int) -> None:
         envelope = delivery.envelope
