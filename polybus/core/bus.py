@@ -137,7 +137,7 @@ class AsyncBus:
 
     async def declare_queue(self, name: str, options: QueueOptions) -> None:
         known = self._queues.get(name)
-        if known == options:
+        if known is options or known == options:
             return
         if known is not None:
             raise DeclarationConflict(

@@ -115,6 +115,7 @@ class _Consumer:
     prefetch: int
     auto_ack: bool
     unacked: dict[int, _Stored] = field(default_factory=dict)
+    active: bool = True
 
     def has_capacity(self) -> bool:
         return self.auto_ack or self.prefetch <= 0 or len(self.unacked) < self.prefetch
@@ -192,6 +193,7 @@ class MemoryBroker:
             for exchange in self.exchanges.values():
                 exchange.bindings = {b for b in exchange.bindings if b[0] != name}
             for consumer in queue.consumers:
+                consumer.active = False
                 consumer.connection.consumers.pop(consumer.tag, None)
                 consumer.unacked.clear()
 
@@ -334,10 +336,18 @@ class MemoryBroker:
             if consumer is None:
                 return
             queue = consumer.queue
-            if consumer in queue.consumers:
-                queue.consumers.remove(consumer)
-            if queue.options.auto_delete and not queue.consumers and not consumer.unacked:
-                self.delete_queue(queue.name)
+            self._retire(consumer)
+            if not consumer.unacked:
+                conn.consumers.pop(tag, None)
+                if queue.options.auto_delete and not queue.consumers:
+                    self.delete_queue(queue.name)
+
+    @staticmethod
+    def _retire(consumer: _Consumer) -> None:
+        """Stop delivering to a consumer; its unacked messages stay settleable."""
+        if consumer.active:
+            consumer.active = False
+            consumer.queue.consumers.remove(consumer)
 
     def settle(self, tag: tuple[_Consumer, int], outcome: str) -> None:
         """Ack (``ack``), requeue (``requeue``) or reject (``reject``) one delivery."""
@@ -351,7 +361,7 @@ class MemoryBroker:
                 queue.push(stored, front=True)
             elif outcome == "reject":
                 self.dead_letter(queue, stored, "rejected")
-            if consumer not in queue.consumers and not consumer.unacked:
+            if not consumer.active and not consumer.unacked:
                 consumer.connection.consumers.pop(consumer.tag, None)
                 if queue.options.auto_delete and not queue.consumers:
                     self.delete_queue(queue.name)
@@ -386,8 +396,7 @@ class MemoryBroker:
             touched: set[_Queue] = set()
             for consumer in list(conn.consumers.values()):
                 queue = consumer.queue
-                if consumer in queue.consumers:
-                    queue.consumers.remove(consumer)
+                self._retire(consumer)
                 for seq in sorted(consumer.unacked, reverse=True):
                     queue.push(consumer.unacked[seq], front=True)
                 consumer.unacked.clear()
@@ -502,10 +511,18 @@ class MemoryTransport(Transport):
             self.broker.declare_queue(conn, name, options)
         for name, (kind, durable) in self._exchanges.items():
             self.broker.declare_exchange(name, kind, durable)
-        for queue, exchange, key in self._bindings:
-            self.broker.bind(queue, exchange, key)
-        for tag, spec in self._consumers.items():
-            self.broker.consume(conn, spec.queue, tag, spec.deliver, spec.prefetch, spec.auto_ack)
+        for queue, exchange, key in list(self._bindings):
+            try:
+                self.broker.bind(queue, exchange, key)
+            except NotFound:  # its queue or exchange was deleted by someone else meanwhile
+                self._bindings.discard((queue, exchange, key))
+        for tag, spec in list(self._consumers.items()):
+            try:
+                self.broker.consume(
+                    conn, spec.queue, tag, spec.deliver, spec.prefetch, spec.auto_ack
+                )
+            except NotFound:
+                del self._consumers[tag]
 
     async def connect(self) -> None:
         self._conn = self.broker.attach(asyncio.get_running_loop(), self._reconnect)
