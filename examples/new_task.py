@@ -1,0 +1,30 @@
+"""Work queues, part 1: send a task; each '.' in it is one second of work for a worker.
+
+python examples/new_task.py --url amqp://guest:guest@localhost:5672/ "A hard task....."
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import polybus
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"))
+    parser.add_argument("message", nargs="*", default=["Hello World!"])
+    args = parser.parse_args(argv)
+    message = " ".join(args.message)
+
+    with polybus.connect(args.url) as bus:
+        tasks = bus.work_queue("task_queue")  # durable: the queue survives a broker restart
+        tasks.send(message, persistent=True)  # so does the message (persistent is the default)
+        print(f" [x] Sent {message!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
