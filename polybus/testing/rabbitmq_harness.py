@@ -61,9 +61,7 @@ class OwnedNode:
         self.dir = Path(tempfile.mkdtemp(prefix="polybus-rabbitmq-"))
         self._process: subprocess.Popen[bytes] | None = None
         (self.dir / "enabled_plugins").write_text("[].\n")
-        (self.dir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
-        )
+        (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
         self.dir.chmod(0o755)
         subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], check=True)
         self.env = {
@@ -95,8 +93,10 @@ class OwnedNode:
         deadline = time.monotonic() + START_TIMEOUT
         while (reason := _answers(self.url, 1.0)) is not None:
             if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"test-owned RabbitMQ node did not start: {reason}; "
-                                   f"see {self.dir / 'server.out'}")
+                raise RuntimeError(
+                    f"test-owned RabbitMQ node did not start: {reason}; "
+                    f"see {self.dir / 'server.out'}"
+                )
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -201,19 +201,20 @@ class RabbitMQHarness(BrokerHarness):
     name = "rabbitmq"
 
     def __init__(self) -> None:
-        self._reason: str | None | bool = False  # False: not probed yet
+        self._probed = False
+        self._reason: str | None = None
         self._sweeper = _Sweeper(SHARED_URL)
         self._node: OwnedNode | None = None
 
     def unavailable(self) -> str | None:
-        if self._reason is False:
+        if not self._probed:
+            self._probed = True
             try:
                 import pika  # noqa: F401
             except ImportError:
                 self._reason = "pika is not installed: pip install 'polybus[rabbitmq]'"
             else:
                 self._reason = _answers(SHARED_URL, 3.0)
-        assert self._reason is not True
         return self._reason
 
     def url(self, namespace: str) -> str:

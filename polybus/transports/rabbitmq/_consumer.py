@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pika
 import pika.channel
+import pika.exceptions
 import pika.spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 
@@ -41,10 +42,14 @@ class Consumer:
         self._on_gone = on_gone
         self._channel: AmqpChannel | None = None
         self._unacked = 0
+        self._consuming = False  # basic.consume succeeded on ``_channel``
 
     async def start(self, connection: AsyncioConnection) -> None:
         doing = f"consuming {self.queue!r}"
         channel = await AmqpChannel.open(connection, doing, self._closed)
+        self._channel = channel
+        self._unacked = 0
+        self._consuming = False
         try:
             if not self.auto_ack:
                 await channel.call(doing, channel.channel.basic_qos, prefetch_count=self.prefetch)
@@ -60,8 +65,7 @@ class Consumer:
         except BaseException:
             channel.close()
             raise
-        self._channel = channel
-        self._unacked = 0
+        self._consuming = True
 
     def _receiver(
         self, channel: AmqpChannel
@@ -113,7 +117,9 @@ class Consumer:
         channel = self._channel
         if channel is None or not channel.is_open:
             return
-        await channel.call(f"cancelling the consumer of {self.queue!r}", channel.channel.basic_cancel, self.tag)
+        await channel.call(
+            f"cancelling the consumer of {self.queue!r}", channel.channel.basic_cancel, self.tag
+        )
         if self.auto_ack or self._unacked <= 0:
             channel.close()
 
@@ -125,6 +131,12 @@ class Consumer:
             self._channel.close()
 
     def _closed(self, channel: AmqpChannel, reason: BaseException) -> None:
-        if channel is not self._channel or self.cancelled or lost_connection(reason):
-            return  # a lost connection is recovered for every consumer at once
+        if (
+            channel is not self._channel
+            or not self._consuming
+            or self.cancelled
+            or lost_connection(reason)  # recovered for every consumer at once
+            or isinstance(reason, pika.exceptions.ChannelClosedByClient)
+        ):
+            return
         self._on_gone(self, True)  # the broker closed this channel: resume on a new one

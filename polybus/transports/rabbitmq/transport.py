@@ -13,6 +13,7 @@ resumes its consumers under the same tags and sends again the publishes that wer
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -44,7 +45,7 @@ from polybus.transports.rabbitmq._publisher import Pending, Publisher
 log = logging.getLogger("polybus.rabbitmq")
 
 State = Literal["new", "open", "recovering", "closed"]
-MAX_BACKOFF = 5.0
+MAX_BACKOFF = 2.0
 
 
 class RabbitMQTransport(Transport):
@@ -94,6 +95,10 @@ class RabbitMQTransport(Transport):
     # -- connection lifecycle ---------------------------------------------------------------
 
     async def connect(self) -> None:
+        if self._state == "open":
+            return
+        if self._state == "closed":
+            raise Closed("the RabbitMQ transport is closed; create a new one")
         await self._open()
         self._state = "open"
         self._ready.set()
@@ -172,17 +177,15 @@ class RabbitMQTransport(Transport):
         Raises only ``ConnectionFailed``; anything else is logged (e.g. a queue redeclared
         differently meanwhile by someone else) so that the rest is still restored.
         """
-        steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         for name, (kind, durable) in self._exchanges.items():
-            steps.append((name, lambda n=name, k=kind, d=durable: self._declare_exchange(n, k, d)))
+            steps.append((name, functools.partial(self._declare_exchange, name, kind, durable)))
         for name, options in self._queues.items():
-            steps.append((name, lambda n=name, o=options: self._declare_queue(n, o)))
+            steps.append((name, functools.partial(self._declare_queue, name, options)))
         for queue, exchange, key in self._bindings:
-            steps.append(
-                (queue, lambda q=queue, e=exchange, k=key: self._bind(q, e, k, wait=False))
-            )
+            steps.append((queue, functools.partial(self._bind, queue, exchange, key, wait=False)))
         for consumer in list(self._consumers.values()):
-            steps.append((consumer.queue, lambda c=consumer: self._start_consumer(c)))
+            steps.append((consumer.queue, functools.partial(self._start_consumer, consumer)))
         for what, step in steps:
             try:
                 await step()
@@ -276,12 +279,13 @@ class RabbitMQTransport(Transport):
         publisher = self._publisher
         if publisher is not None and publisher.is_open:
             return publisher
+        # wait for a recovery outside the lock: the recovery itself takes the lock
+        connection = await self._live() if wait else self._connection
         async with self._publisher_lock:
             publisher = self._publisher
             if publisher is None or not publisher.is_open:
-                connection = await self._live() if wait else self._connection
-                if connection is None:
-                    raise ConnectionFailed("opening a publishing channel: not connected")
+                if connection is None or connection is not self._connection:
+                    raise ConnectionFailed("opening a publishing channel: the connection was lost")
                 publisher = Publisher(self._on_publishes_lost)
                 await publisher.open(connection)
                 self._publisher = publisher
@@ -325,7 +329,9 @@ class RabbitMQTransport(Transport):
 
     async def purge_queue(self, name: str) -> int:
         doing = f"purging queue {name!r}"
-        frame = await self._on_channel(doing, lambda ch: ch.call(doing, ch.channel.queue_purge, name))
+        frame = await self._on_channel(
+            doing, lambda ch: ch.call(doing, ch.channel.queue_purge, name)
+        )
         count: int = frame.method.message_count
         return count
 
