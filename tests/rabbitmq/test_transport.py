@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import textwrap
 import time
@@ -116,6 +115,11 @@ async def test_restart_mid_stream_loses_no_confirmed_message(rabbit, namespace):
         confirmed: list[int] = []
         received: set[int] = set()
         stop = asyncio.Event()
+        caught_up = asyncio.Event()
+
+        def check() -> None:
+            if stop.is_set() and set(confirmed) <= received:
+                caught_up.set()
 
         async def produce() -> None:
             i = 0
@@ -134,6 +138,7 @@ async def test_restart_mid_stream_loses_no_confirmed_message(rabbit, namespace):
                     msg = await sub.receive()
                     received.add(msg.body)
                     await msg.ack()
+                    check()
 
         producing = asyncio.ensure_future(produce())
         consuming = asyncio.ensure_future(consume())
@@ -144,9 +149,8 @@ async def test_restart_mid_stream_loses_no_confirmed_message(rabbit, namespace):
         stop.set()
         await producing
         # Then the consumer resumed and got every confirmed message (duplicates allowed)
-        deadline = time.monotonic() + 30
-        while not set(confirmed) <= received and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        check()
+        await asyncio.wait_for(caught_up.wait(), 30)
         consuming.cancel()
         await asyncio.gather(consuming, return_exceptions=True)
         assert confirmed and set(confirmed) <= received
@@ -172,17 +176,16 @@ async def test_killed_consumer_process_messages_go_to_another_consumer(url):
     async with polybus.aio.connect(url) as bus:
         q = bus.work_queue("held")
         await q.send_many(list(range(5)))
-        process = subprocess.Popen(
-            [sys.executable, "-c", CONSUMER, url], stdout=subprocess.PIPE, text=True
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CONSUMER, url, stdout=asyncio.subprocess.PIPE
         )
         try:
-            line = await asyncio.to_thread(process.stdout.readline)
-            assert line.strip() == "holding"
+            line = await asyncio.wait_for(process.stdout.readline(), 30)
+            assert line.strip() == b"holding"
+        finally:
             # When it is killed (no ack, no goodbye)
             process.kill()
-        finally:
-            process.wait(10)
-            process.stdout.close()
+            await process.wait()
         # Then another consumer gets all five again, marked redelivered and counted
         async with q.consume(prefetch=5) as sub:
             got = []
