@@ -17,13 +17,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="polybus", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((arg for arg in argv if arg in COMMANDS), None)
     modules = {}
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        modules[name] = module
-        module.add_arguments(commands.add_parser(name, help=help_text, description=help_text))
+        subparser = commands.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:  # only the command that runs is imported (and may need its extra)
+            modules[name] = importlib.import_module(module_name)
+            modules[name].add_arguments(subparser)
     args = parser.parse_args(argv)
     result: int = modules[args.command].run(args)
     return result
