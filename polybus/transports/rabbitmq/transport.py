@@ -17,6 +17,7 @@ import functools
 import itertools
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
@@ -154,6 +155,7 @@ class RabbitMQTransport(Transport):
 
     async def _recover(self) -> None:
         delay = 0.1
+        give_up_at = time.monotonic() + self.settings.reconnect_timeout
         while self._state == "recovering":
             try:
                 await self._open()
@@ -163,6 +165,13 @@ class RabbitMQTransport(Transport):
                     self._connection.close()
                     self._connection = None
                 log.info("reconnecting to %s failed (%s); retrying", self.url.redacted(), exc)
+                if time.monotonic() > give_up_at:  # publishers waiting for confirms: raise
+                    self._fail_unsent(
+                        ConnectionFailed(
+                            f"the connection to {self.url.redacted()} was lost before the broker"
+                            " confirmed the message, and has not come back"
+                        )
+                    )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
