@@ -43,7 +43,7 @@ def show(report: Report, console: Console) -> None:
     from rich.table import Table
 
     for line in header_lines(report):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     table = Table(title="results (msgs/s and MB/s of payload; latency in ms)")
     for column, justify in (
         ("case", "left"),
@@ -86,9 +86,11 @@ def show(report: Report, console: Console) -> None:
     console.print(table)
     for r in report.results:
         if r.status == "unreachable":
-            console.print(f"{r.broker} {r.client}: unreachable: {r.detail}", markup=False)
+            console.print(
+                f"{r.broker} {r.client}: unreachable: {r.detail}", markup=False, soft_wrap=True
+            )
     for note in report.notes:
-        console.print(f"note: {note}", markup=False, highlight=False)
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def write_json(report: Report, path: Path) -> None:
