@@ -12,7 +12,7 @@ import contextlib
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import polybus
@@ -39,11 +39,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         shown = parse_url(url).redacted()
         print(f"polybus tour on {shown}\n")
+        before = set(threading.enumerate())
         bus = polybus.connect(url)
     except polybus.PolybusError as exc:
         print(f"polybus tour: cannot connect: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    tour = Tour(bus, args.timeout)
+    tour = Tour(bus, args.timeout, before)
     steps: list[tuple[str, Callable[[], None]]] = [
         ("Work queue: two workers share the tasks, each task done once", tour.work_queue),
         ("Pub/sub: every subscriber gets every message", tour.pubsub),
@@ -74,9 +75,10 @@ def _names(bodies: Iterable[Any]) -> str:
 class Tour:
     """The steps, on one bus; each prints what happened and raises ``TourFailed`` if wrong."""
 
-    def __init__(self, bus: polybus.Bus, timeout: float) -> None:
+    def __init__(self, bus: polybus.Bus, timeout: float, threads: set[threading.Thread]) -> None:
         self.bus = bus
         self.timeout = timeout
+        self.threads_before = threads
 
     def receive(self, sub: polybus.Subscription, count: int, who: str) -> list[polybus.Message]:
         messages: list[polybus.Message] = []
@@ -191,17 +193,13 @@ class Tour:
 
     def close(self) -> None:
         self.bus.close()
-        left = _polybus_threads()
+        left = [t.name for t in threading.enumerate() if t not in self.threads_before]
         if left:
             raise TourFailed(f"threads still running after close: {_names(left)}")
-        print("   bus closed, no polybus thread left")
+        print("   bus closed, no thread left behind")
 
 
 def _fib(n: int) -> int:
     if n < 0:
         raise ValueError(f"fib({n}) is not defined")
     return n if n < 2 else _fib(n - 1) + _fib(n - 2)
-
-
-def _polybus_threads() -> Sequence[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("polybus")]

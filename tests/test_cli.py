@@ -34,7 +34,7 @@ def test_tour_shows_every_pattern_working_on_memory(
     assert "'a.#'        got a, a.b.c\n" in out
     assert "fib(10) -> 55" in out
     assert "fib(-1) -> RemoteError: ValueError: fib(-1) is not defined" in out
-    assert "no polybus thread left" in out
+    assert "no thread left behind" in out
     assert f"Every pattern works on {memory_url}" in out
 
 
