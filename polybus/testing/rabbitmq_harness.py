@@ -133,6 +133,7 @@ class _Sweeper:
         self.url = url
         self._pending: set[str] = set()
         self._lock = threading.Lock()
+        self._sweeping = threading.Lock()  # held through a sweep, so finish() waits for it
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -153,16 +154,14 @@ class _Sweeper:
             self.sweep()
 
     def sweep(self) -> None:
-        with self._lock:
-            namespaces, self._pending = self._pending, set()
-        if namespaces:
-            try:
-                _delete_namespaces(self.url, tuple(f"{ns}." for ns in namespaces))
-            except Exception as exc:  # a failed sweep must not fail the tests
-                log.warning("could not clean up RabbitMQ namespaces: %r", exc)
-
-    def finish(self) -> None:
-        self.sweep()
+        with self._sweeping:
+            with self._lock:
+                namespaces, self._pending = self._pending, set()
+            if namespaces:
+                try:
+                    _delete_namespaces(self.url, tuple(f"{ns}." for ns in namespaces))
+                except Exception as exc:  # a failed sweep must not fail the tests
+                    log.warning("could not clean up RabbitMQ namespaces: %r", exc)
 
 
 def _list(kind: str) -> list[str]:
@@ -237,7 +236,7 @@ class RabbitMQHarness(BrokerHarness):
         self._node.restart()
 
     def shutdown(self) -> None:
-        self._sweeper.finish()
+        self._sweeper.sweep()
         if self._node is not None:
             node, self._node = self._node, None
             with contextlib.suppress(Exception):

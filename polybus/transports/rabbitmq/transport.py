@@ -35,6 +35,7 @@ from polybus.core.transport import (
 )
 from polybus.core.url import BrokerURL
 from polybus.transports.rabbitmq._channel import AmqpChannel
+from polybus.transports.rabbitmq._connection import CoalescingConnection
 from polybus.transports.rabbitmq._consumer import Consumer
 from polybus.transports.rabbitmq._convert import (
     queue_arguments,
@@ -120,7 +121,7 @@ class RabbitMQTransport(Transport):
                 )
 
         try:
-            connection = AsyncioConnection(
+            connection = CoalescingConnection(
                 self.settings.parameters,
                 on_open,
                 on_open_error,
