@@ -511,6 +511,9 @@ class RedisTransport(Transport):
         if consumer is None:
             return
         await consumer.stop()
+        if self._acking is not None:  # acks on their way are no longer held: let them land
+            with contextlib.suppress(PolybusError):
+                await asyncio.shield(self._acking)
         await self.eval("retire", consumer.queue, consumer.name, *consumer.held)
 
     async def ack(self, delivery: Delivery) -> None:
