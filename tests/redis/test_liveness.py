@@ -1,0 +1,97 @@
+"""Redelivery by liveness, with real processes: a killed consumer's messages come back, counted;
+a slow but alive one keeps its message however long it takes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import polybus.aio
+from polybus import ReceiveTimeout
+
+SCRIPT = Path(__file__).with_name("consumer_process.py")
+
+
+class Child:
+    """A consumer process and the lines it prints."""
+
+    def __init__(self, url: str, queue: str, prefetch: int, hold: float) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), url, queue, str(prefetch), str(hold)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    async def line(self, timeout: float = 15.0) -> str:
+        assert self.process.stdout is not None
+        loop = asyncio.get_running_loop()
+        read = loop.run_in_executor(None, self.process.stdout.readline)
+        return (await asyncio.wait_for(read, timeout)).strip()
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+async def test_messages_held_by_a_killed_process_are_redelivered_with_their_count(redis_url):
+    # Given a consumer process that took three messages and will never ack them
+    async with polybus.aio.connect(redis_url) as bus:
+        q = bus.work_queue("jobs")
+        await q.declare()
+        child = Child(redis_url, "jobs", 3, -1)
+        try:
+            assert await child.line() == "ready"
+            await q.send_many(["a", "b", "c", "d"])
+            got = sorted([await child.line() for _ in range(3)])
+            assert got == ["got a 1", "got b 1", "got c 1"]
+            # When the process is killed (no goodbye, its heartbeat just stops)
+            child.kill()
+        finally:
+            child.stop()
+        # Then another consumer gets all four; the three it held marked as second deliveries
+        async with q.consume(prefetch=10) as sub:
+            seen = {}
+            for _ in range(4):
+                msg = await sub.receive(timeout=15)
+                seen[msg.body] = (msg.redelivered, msg.delivery_count)
+                await msg.ack()
+        assert seen == {"a": (True, 2), "b": (True, 2), "c": (True, 2), "d": (False, 1)}
+        assert await q.size() == 0
+
+
+async def test_a_slow_consumer_process_is_never_duplicated(redis_url):
+    # Given a consumer process that holds its message for three heartbeat timeouts (2 s each)
+    async with polybus.aio.connect(redis_url) as bus:
+        q = bus.work_queue("slow")
+        await q.declare()
+        child = Child(redis_url, "slow", 1, 6.0)
+        try:
+            assert await child.line() == "ready"
+            await q.send("long job")
+            assert await child.line() == "got long job 1"
+            # When another consumer waits all that time
+            started = time.monotonic()
+            async with q.consume() as sub:
+                with pytest.raises(ReceiveTimeout):
+                    await sub.receive(timeout=6.5)
+                # Then the slow one acks it, and nobody else ever got it
+                assert await child.line() == "acked long job"
+                assert time.monotonic() - started >= 5
+                with pytest.raises(ReceiveTimeout):
+                    await sub.receive(timeout=1.0)
+        finally:
+            child.stop()
+        assert await q.size() == 0
