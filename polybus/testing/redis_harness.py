@@ -16,6 +16,7 @@ last heartbeat, and a consumer that is merely slow is never reclaimed.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -190,11 +191,9 @@ class FakeRedisHarness(BrokerHarness):
     name = "fakeredis"
 
     def unavailable(self) -> str | None:
-        try:
-            import fakeredis  # noqa: F401
-            import lupa  # noqa: F401
-        except ImportError as exc:
-            return f"{exc.name} is not installed: pip install 'polybus[fakeredis]'"
+        for module in ("redis", "fakeredis", "lupa"):  # lupa runs fakeredis's Lua
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is not installed: pip install 'polybus[fakeredis]'"
         return None
 
     def url(self, namespace: str) -> str:

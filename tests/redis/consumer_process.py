@@ -13,15 +13,17 @@ import polybus.aio
 
 
 async def main(url: str, queue: str, prefetch: int, hold: float) -> None:
-    async with polybus.aio.connect(url) as bus:
-        async with bus.work_queue(queue).consume(prefetch=prefetch) as sub:
-            print("ready", flush=True)
-            async for msg in sub:
-                print(f"got {msg.body} {msg.delivery_count}", flush=True)
-                if hold >= 0:
-                    await asyncio.sleep(hold)
-                    await msg.ack()
-                    print(f"acked {msg.body}", flush=True)
+    async with (
+        polybus.aio.connect(url) as bus,
+        bus.work_queue(queue).consume(prefetch=prefetch) as sub,
+    ):
+        print("ready", flush=True)
+        async for msg in sub:
+            print(f"got {msg.body} {msg.delivery_count}", flush=True)
+            if hold >= 0:
+                await asyncio.sleep(hold)
+                await msg.ack()
+                print(f"acked {msg.body}", flush=True)
 
 
 if __name__ == "__main__":

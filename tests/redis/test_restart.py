@@ -24,6 +24,7 @@ async def test_confirmed_messages_survive_a_kill_mid_stream_and_the_consumer_res
     confirmed: list[int] = []
     failed: list[int] = []
     received: list[int] = []
+    midway = asyncio.Event()
     async with polybus.aio.connect(url) as bus:
         q = bus.work_queue("stream")
         await q.declare()
@@ -34,13 +35,14 @@ async def test_confirmed_messages_survive_a_kill_mid_stream_and_the_consumer_res
                 try:
                     await q.send(n)
                     confirmed.append(n)
+                    if len(confirmed) == 200:
+                        midway.set()
                 except PolybusError:
                     failed.append(n)
                     await asyncio.sleep(0.05)
 
         async def kill_midway() -> None:
-            while len(confirmed) < 200:
-                await asyncio.sleep(0.005)
+            await midway.wait()
             await asyncio.get_running_loop().run_in_executor(None, owned_redis.restart)
 
         # When the server is killed and restarted while messages stream in and are consumed
