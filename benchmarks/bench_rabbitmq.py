@@ -257,14 +257,14 @@ def pika_rpc_server(url: str, queue: str) -> None:
     channel.start_consuming()
 
 
-def polybus_rpc_server(url: str, name: str) -> None:
+def polybus_rpc_server(url: str, name: str, prefetch: int | None = None) -> None:
     async def serve() -> None:
         async with polybus.aio.connect(url) as bus:
 
             async def handler(n: int) -> int:
                 return fib(n)
 
-            await bus.rpc(name).serve(handler)
+            await bus.rpc(name).serve(handler, prefetch=prefetch)
             await asyncio.Event().wait()
 
     asyncio.run(serve())
@@ -336,6 +336,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--queue-type", default="quorum", choices=["quorum", "classic"])
+    parser.add_argument("--only", choices=["queue", "rpc"], help="run one of the two workloads")
     args = parser.parse_args()
     bench = Bench(args.url, args.messages, args.queue_type)
     n = args.messages
@@ -354,7 +355,18 @@ def main() -> None:
         "aio-pika + confirms x1000 in flight": aio_pika_consume,
         "kombu + confirms": kombu_consume,
     }
-    print(f"RabbitMQ at {args.url}, {args.queue_type} queues, persistent, prefetch {PREFETCH}")
+    if args.only != "rpc":
+        work_queue(bench, senders, consumers)
+    if args.only != "queue":
+        rpc(bench, args.url, args.calls)
+
+
+def work_queue(
+    bench: Bench,
+    senders: dict[str, tuple[Callable[[Bench, str, bytes, int], float], int]],
+    consumers: dict[str, Callable[[Bench, str, int], float]],
+) -> None:
+    print(f"RabbitMQ at {bench.url}, {bench.queue_type} queues, persistent, prefetch {PREFETCH}")
     results: dict[tuple[str, int], tuple[float, float | None]] = {}
     for size in (1024, 10240):
         body = os.urandom(size)
@@ -393,35 +405,60 @@ def main() -> None:
         ):
             print(f"{kb}  {label:<36} {ratio:5.2f}x ({goal})")
 
+
+def rpc(bench: Bench, url: str, calls: int, rounds: int = 10) -> None:
+    """Sequential calls; the clients take turns in rounds, so load on the machine from other
+    work falls on all of them alike."""
     print()
-    rpc_queue = f"{bench.namespace}.rpc"
-    rpc_results: dict[str, list[float]] = {}
-    for client, server, caller, address in (
-        ("pika", pika_rpc_server, pika_rpc_calls, rpc_queue),
-        ("polybus aio", polybus_rpc_server, polybus_aio_rpc_calls, "rpc2"),
-        ("polybus blocking", polybus_rpc_server, polybus_blocking_rpc_calls, "rpc3"),
-    ):
-        target_url = args.url if client == "pika" else bench.polybus_url()
+    polybus_url = bench.polybus_url()
+    # the polybus server acks a request once its reply is confirmed; with prefetch 1 the next
+    # request waits for that ack, so the prefetch-2 server shows what that wait costs
+    clients: dict[
+        str, tuple[Callable[..., None], Callable[..., list[float]], str, str, tuple[int, ...]]
+    ] = {
+        "pika": (pika_rpc_server, pika_rpc_calls, url, f"{bench.namespace}.rpc", ()),
+        "polybus aio": (polybus_rpc_server, polybus_aio_rpc_calls, polybus_url, "rpc2", ()),
+        "polybus aio, prefetch 2": (
+            polybus_rpc_server,
+            polybus_aio_rpc_calls,
+            polybus_url,
+            "rpc4",
+            (2,),
+        ),
+        "polybus blocking": (
+            polybus_rpc_server,
+            polybus_blocking_rpc_calls,
+            polybus_url,
+            "rpc3",
+            (),
+        ),
+    }
+    servers = []
+    for server, _, target_url, address, extra in clients.values():
         process = multiprocessing.get_context("spawn").Process(
-            target=server, args=(target_url, address), daemon=True
+            target=server, args=(target_url, address, *extra), daemon=True
         )
         process.start()
-        time.sleep(2.0)
-        caller(target_url, address, 50)  # warm up
-        latencies = caller(target_url, address, args.calls)
+        servers.append(process)
+    time.sleep(3.0)
+    results: dict[str, list[float]] = {client: [] for client in clients}
+    for _ in range(rounds):
+        for client, (_, caller, target_url, address, _extra) in clients.items():
+            results[client] += caller(target_url, address, 20 + calls // rounds)[20:]
+    for process in servers:
         process.kill()
         process.join()
-        rpc_results[client] = latencies
+    for queue in ("rpc", "rpc2", "rpc3", "rpc4"):
+        bench.delete(f"{bench.namespace}.{queue}")
+    for client, latencies in results.items():
         print(
-            f"RPC  {client:<18} {len(latencies) / sum(latencies):>7,.0f} calls/s  "
+            f"RPC  {client:<24} {len(latencies) / sum(latencies):>7,.0f} calls/s  "
             f"p50 {percentile(latencies, 50) * 1e6:>6.0f} us  p99 "
             f"{percentile(latencies, 99) * 1e6:>6.0f} us"
         )
-    for queue in (rpc_queue, f"{bench.namespace}.rpc2", f"{bench.namespace}.rpc3"):
-        bench.delete(queue)
-    pika_p50 = percentile(rpc_results["pika"], 50)
-    for client in ("polybus aio", "polybus blocking"):
-        ratio = percentile(rpc_results[client], 50) / pika_p50
+    pika_p50 = percentile(results["pika"], 50)
+    for client in ("polybus aio", "polybus aio, prefetch 2", "polybus blocking"):
+        ratio = percentile(results[client], 50) / pika_p50
         print(f"RPC  {client} p50 / pika p50 {ratio:5.2f}x (<= 1.2)")
 
 

@@ -13,6 +13,7 @@ resumes its consumers under the same tags and sends again the publishes that wer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -133,7 +134,8 @@ class RabbitMQTransport(Transport):
         try:
             await asyncio.wait_for(opened, self.settings.connect_timeout + 1)
         except asyncio.TimeoutError:
-            connection.close()
+            with contextlib.suppress(Exception):  # pika refuses to close what never opened
+                connection.close()
             raise ConnectionFailed(
                 f"RabbitMQ at {where} did not answer within {self.settings.connect_timeout}s"
             ) from None
