@@ -11,7 +11,7 @@ from redis import exceptions as redis_errors
 
 import polybus.aio
 from polybus import ConnectionFailed, PolybusError, PublishFailed
-from polybus.testing.redis_harness import add_namespace
+from polybus.testing.redis_harness import OwnedRedis, add_namespace
 
 
 def url_of(server, **options):
@@ -65,6 +65,21 @@ async def test_durable_messages_are_in_the_append_only_file_when_killed(owned_re
     owned_redis.restart()
     async with polybus.aio.connect(url) as bus:
         assert await bus.work_queue("kept").size() == 100
+
+
+async def test_under_everysec_a_killed_server_process_loses_nothing_confirmed():
+    # the AOF is written to the OS before Redis replies; only the fsync is once a second
+    server = OwnedRedis(appendfsync="everysec")
+    server.start()
+    try:
+        url = url_of(server)
+        async with polybus.aio.connect(url) as bus:
+            await bus.work_queue("kept").send_many(list(range(100)))
+        server.restart()
+        async with polybus.aio.connect(url) as bus:
+            assert await bus.work_queue("kept").size() == 100
+    finally:
+        server.remove()
 
 
 async def test_publish_raises_while_the_server_is_gone(owned_redis):

@@ -47,6 +47,8 @@ class Consumer:
         self.streams = [transport.stream_key(queue, level) for level in range(levels)]
         self.deliver = deliver
         self.prefetch = prefetch
+        # refill in batches: fetching one message per ack would be one round trip per message
+        self.refill = max(1, prefetch // 2)
         self.auto_ack = auto_ack
         self.held: set[bytes] = set()
         self.stopped = False
@@ -60,7 +62,8 @@ class Consumer:
     def settled(self, entry_id: bytes) -> None:
         """A delivery was acked or nacked: there is room for one more."""
         self.held.discard(entry_id)
-        self._room.set()
+        if self._room_left() >= self.refill:
+            self._room.set()
 
     def _room_left(self) -> int:
         return self.prefetch if self.auto_ack else self.prefetch - len(self.held)
@@ -71,7 +74,7 @@ class Consumer:
         noack = "1" if self.auto_ack else "0"
         while not self.stopped:
             room = self._room_left()
-            if room <= 0:
+            if room < self.refill and self.held:
                 self._room.clear()
                 self._idle = True
                 try:

@@ -26,7 +26,7 @@ import itertools
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -150,7 +150,39 @@ class _Outgoing:
     key: str
     mandatory: bool
     args: list[bytes | str]
+    count: int
     done: asyncio.Future[None]
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+
+def _merge(round_: list[_Outgoing]) -> list[_Outgoing]:
+    """Consecutive publishes to the same exchange and key as one script call each: they route
+    the same way, so they share one outcome."""
+    merged: list[_Outgoing] = []
+    for batch in round_:
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and (last.exchange, last.key, last.mandatory)
+            == (batch.exchange, batch.key, batch.mandatory)
+            and last.count + batch.count <= BATCH
+        ):
+            last.args.extend(batch.args[3:])
+            last.count += batch.count
+            last.waiters.append(batch.done)
+        else:
+            merged.append(
+                _Outgoing(
+                    batch.exchange,
+                    batch.key,
+                    batch.mandatory,
+                    list(batch.args),
+                    batch.count,
+                    batch.done,
+                    [batch.done],
+                )
+            )
+    return merged
 
 
 class RedisTransport(Transport):
@@ -439,7 +471,8 @@ class RedisTransport(Transport):
         args: list[bytes | str] = [exchange, key, "1" if mandatory else "0"]
         for envelope in envelopes:
             args.extend(publish_args(envelope))
-        return _Outgoing(exchange, key, mandatory, args, asyncio.get_running_loop().create_future())
+        done = asyncio.get_running_loop().create_future()
+        return _Outgoing(exchange, key, mandatory, args, len(envelopes), done)
 
     async def _send(self, batches: list[_Outgoing]) -> None:
         """Queue the batches for the publishing task and wait for every one's outcome."""
@@ -469,7 +502,7 @@ class RedisTransport(Transport):
     async def _publish_round(self, round_: list[_Outgoing]) -> None:
         sha = self._shas["publish"]
         where = f"Redis at {self.url.redacted()} (publish)"
-        todo = round_
+        todo = _merge(round_)
         for attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
             for batch in todo:
@@ -483,9 +516,14 @@ class RedisTransport(Transport):
                 if isinstance(result, redis_errors.NoScriptError) and attempt == 0:
                     missing.append(batch)
                 elif isinstance(result, BaseException):
-                    batch.done.set_exception(_translate(result, PublishFailed, where))
+                    error = _translate(result, PublishFailed, where)
+                    for done in batch.waiters:
+                        if not done.done():
+                            done.set_exception(error)
                 else:
-                    batch.done.set_result(None)
+                    for done in batch.waiters:
+                        if not done.done():
+                            done.set_result(None)
             if not missing:
                 return
             try:
