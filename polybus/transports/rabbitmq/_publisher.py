@@ -4,7 +4,9 @@ Every publish gets the channel's next delivery tag and a future; the broker's ac
 (``multiple`` covering every tag up to theirs) settle the futures, so any number of publishes are
 in flight at once. A ``mandatory`` message the broker returns is matched to its publish by what
 the return carries (exchange, key, message id, body) and fails with ``Unroutable`` when its ack
-arrives — RabbitMQ sends the return before that ack.
+arrives — RabbitMQ sends the return before that ack. A nacked message was not stored; it is
+sent again a few times (it may then arrive after messages published later) before the publish
+raises ``PublishFailed``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,24 @@ from polybus.core.errors import PublishFailed, Unroutable
 from polybus.transports.rabbitmq._channel import AmqpChannel, lost_connection
 from polybus.transports.rabbitmq._convert import translate
 
+# A nack means the broker did not store the message (e.g. a quorum queue without a leader for a
+# moment): it is sent again this many times before the publish raises ``PublishFailed``.
+NACK_RETRIES = 3
+
 
 class Pending:
     """A publish awaiting its confirm; kept whole so it can be sent again after a reconnect."""
 
-    __slots__ = ("body", "exchange", "future", "key", "mandatory", "properties", "returned")
+    __slots__ = (
+        "body",
+        "exchange",
+        "future",
+        "key",
+        "mandatory",
+        "nacks",
+        "properties",
+        "returned",
+    )
 
     def __init__(
         self,
@@ -43,6 +58,7 @@ class Pending:
         self.mandatory = mandatory
         self.future = future
         self.returned = False
+        self.nacks = 0
 
     def fail(self, exc: BaseException) -> None:
         if not self.future.done():
@@ -73,8 +89,13 @@ class Publisher:
     """The confirm-mode channel. ``on_lost`` receives the unconfirmed publishes when the
     connection goes away (to send again after reconnecting); any other closure fails them."""
 
-    def __init__(self, on_lost: Callable[[list[Pending]], None]) -> None:
+    def __init__(
+        self,
+        on_lost: Callable[[list[Pending]], None],
+        on_nack: Callable[[Pending], None],
+    ) -> None:
         self._on_lost = on_lost
+        self._on_nack = on_nack
         self._channel: AmqpChannel | None = None
         self._pending: dict[int, Pending] = {}
         self._mandatory: dict[int, Pending] = {}
@@ -124,7 +145,11 @@ class Publisher:
             if item is not None:
                 if item.mandatory:
                     del mandatory[confirmed]
-                item.confirm(nacked)
+                if nacked and item.nacks < NACK_RETRIES and not item.future.done():
+                    item.nacks += 1
+                    self._on_nack(item)
+                else:
+                    item.confirm(nacked)
 
     def _on_return(
         self,

@@ -298,10 +298,26 @@ class RabbitMQTransport(Transport):
             if publisher is None or not publisher.is_open:
                 if connection is None or connection is not self._connection:
                     raise ConnectionFailed("opening a publishing channel: the connection was lost")
-                publisher = Publisher(self._on_publishes_lost)
+                publisher = Publisher(self._on_publishes_lost, self._on_nacked)
                 await publisher.open(connection)
                 self._publisher = publisher
             return publisher
+
+    def _on_nacked(self, item: Pending) -> None:
+        """Send a nacked message again after a pause (``NACK_RETRIES`` times at most)."""
+        asyncio.get_running_loop().call_later(0.05 * item.nacks, self._resend, item)
+
+    def _resend(self, item: Pending) -> None:
+        publisher = self._publisher
+        if item.future.done():
+            return
+        if publisher is None or not publisher.is_open:
+            self._unsent.append(item)  # sent with the rest once the connection is back
+            return
+        try:
+            publisher.send(item)
+        except PolybusError as exc:
+            item.fail(exc)
 
     def _on_publishes_lost(self, unconfirmed: list[Pending]) -> None:
         if self._state == "closed":
