@@ -94,13 +94,22 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=100, help="send_many batch size")
     parser.add_argument("--mode", choices=sorted(MODES), action="append")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per mode; the best is shown (others' noise)"
+    )
     args = parser.parse_args()
     messages = args.messages - args.messages % args.batch
-    print(f"memory transport, {messages} messages of {len(BODY)} B, consume prefetch {PREFETCH}")
+    print(
+        f"memory transport, {messages} messages of {len(BODY)} B, consume prefetch {PREFETCH}, "
+        f"best of {args.repeat} runs per phase"
+    )
     for mode in args.mode or list(MODES):
         label, run, batched = MODES[mode]
-        run(min(messages, 1000), args.batch if batched else 1)  # warm-up
-        send_s, consume_s = run(messages, args.batch if batched else 1)
+        batch = args.batch if batched else 1
+        run(min(messages, 1000), batch)  # warm-up
+        runs = [run(messages, batch) for _ in range(args.repeat)]
+        send_s = min(send for send, _consume in runs)
+        consume_s = min(consume for _send, consume in runs)
         total = send_s + consume_s
         print(
             f"{label:<34} send {messages / send_s:>9,.0f} msgs/s  "

@@ -18,9 +18,9 @@ import argparse
 from polybus.bench.model import PATTERNS
 
 DEFAULT_SIZES = (128, 512, 1024, 10240)
-DEFAULT_MESSAGES = 10000
+DEFAULT_MESSAGES = 5000
 QUICK_MESSAGES = 200
-DEFAULT_RATE = 2000.0
+DEFAULT_RATE = 500.0
 
 
 def _sizes(text: str) -> tuple[int, ...]:

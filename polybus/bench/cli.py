@@ -11,7 +11,7 @@ from polybus.bench.model import Plan
 from polybus.core.errors import MissingDependency
 
 QUICK_SIZES = (128, 1024)
-TABLE_WIDTH = 170
+TABLE_WIDTH = 200
 
 
 def plan_from(args: argparse.Namespace) -> Plan:

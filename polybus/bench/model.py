@@ -43,7 +43,7 @@ class Plan:
 
     @property
     def latency(self) -> int:
-        return max(10, self.messages // 5)
+        return max(10, self.messages // 10)
 
     @property
     def rpc(self) -> int:

@@ -35,7 +35,10 @@ def header_lines(report: Report) -> list[str]:
         "fresh queues per case",
     ]
     for broker in report.brokers:
-        lines.append(f"{broker.url}: durability: {broker.durability}")
+        counts = (
+            "" if broker.messages == plan.messages else f" (counts scaled to {broker.messages})"
+        )
+        lines.append(f"{broker.url}: durability: {broker.durability}{counts}")
     return lines
 
 
@@ -50,6 +53,7 @@ def show(report: Report, console: Console) -> None:
         ("size", "right"),
         ("broker", "left"),
         ("client", "left"),
+        ("n", "right"),
         ("msgs/s", "right"),
         ("MB/s", "right"),
         ("p50", "right"),
@@ -75,6 +79,7 @@ def show(report: Report, console: Console) -> None:
             f"{r.size}",
             r.broker,
             r.client,
+            f"{r.messages}",
             _number(r.msgs_per_s),
             _number(r.mb_per_s, 2),
             _number(r.p50_ms, 2),

@@ -23,6 +23,7 @@ from polybus.blocking.bus import Bus
 
 _names = itertools.count(1)
 _STAMP = struct.Struct("!d")
+SUSTAINED = 0.9  # latency: below this share of the offered rate, the broker fell behind
 
 
 def fresh(kind: str, size: int) -> str:
@@ -116,6 +117,8 @@ async def latency(bus: AsyncBus, size: int, plan: Plan) -> list[Measurement]:
     finally:
         await queue.delete()
     mode = f"{plan.rate:g} msgs/s offered, sends in flight"
+    if plan.latency / seconds < SUSTAINED * plan.rate:
+        mode += "; rate NOT sustained: latency includes the backlog"
     return [Measurement("latency", plan.latency, seconds, mode, latencies)]
 
 
