@@ -28,7 +28,8 @@ def header_lines(report: Report) -> list[str]:
     m, plan = report.machine, report.plan
     lines = [
         f"polybus {m['polybus']} bench — {m['date']} on {m['host']}: {m['cpus']} CPUs "
-        f"({m['cpu']}), Python {m['python']}, {m['platform']}",
+        f"({m['cpu']}), load {'/'.join(map(str, m['load']))}, Python {m['python']}, "
+        f"{m['platform']}",
         f"sizes {', '.join(f'{s} B' for s in plan.sizes)}; work queue {plan.messages} msgs, "
         f"fanout {plan.fanout} msgs x 4 subscribers, latency {plan.latency} msgs at "
         f"{plan.rate:g}/s, RPC {plan.rpc} calls; warm-up {plan.warmup} msgs per case; "
