@@ -138,6 +138,7 @@ def plot(report: Report, path: Path) -> None:
     rows = max(1, -(-len(cases) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(14, 4 * rows), squeeze=False)
     width = 0.8 / max(1, len(series))
+    palette = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]  # 20 distinct colours
     for index, case in enumerate(cases):
         axis = axes[index // columns][index % columns]
         latency = case in LATENCY_CASES
@@ -155,7 +156,8 @@ def plot(report: Report, path: Path) -> None:
                 value = None if row is None else (row.p50_ms if latency else row.msgs_per_s)
                 values.append(value if value else math.nan)
             positions = [x + (i - (len(series) - 1) / 2) * width for x in range(len(sizes))]
-            axis.bar(positions, values, width, label=f"{broker} {client}")
+            color = palette[i % len(palette)]
+            axis.bar(positions, values, width, label=f"{broker} {client}", color=color)
         axis.set_title(f"{case} — {'p50 latency, ms (lower is better)' if latency else 'msgs/s'}")
         axis.set_xticks(range(len(sizes)), [f"{s} B" for s in sizes])
         axis.set_yscale("log")
