@@ -28,7 +28,7 @@ class Child:
             text=True,
         )
 
-    async def line(self, timeout: float = 15.0) -> str:
+    async def line(self, timeout: float = 30.0) -> str:
         assert self.process.stdout is not None
         loop = asyncio.get_running_loop()
         read = loop.run_in_executor(None, self.process.stdout.readline)

@@ -41,6 +41,10 @@ def publish_args(envelope: Envelope) -> tuple[bytes, str, str, str]:
 
 def decode_entry(fields: list[Any]) -> tuple[Envelope, str, str, int]:
     """A stream entry's flat field list → (envelope, exchange, routing key, earlier deliveries)."""
+    if len(fields) == 8:  # b, m, x, k in the order PUBLISH writes them: nothing else to look at
+        body, properties, exchange, key = fields[1], fields[3], fields[5], fields[7]
+        envelope = Envelope(body, *_loads(properties))
+        return envelope, exchange.decode(), key.decode(), 0
     values = dict(zip(fields[::2], fields[1::2], strict=True))
     (
         content_type,

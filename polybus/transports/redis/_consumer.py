@@ -25,6 +25,7 @@ log = logging.getLogger("polybus.redis")
 
 MAX_BACKOFF = 2.0
 BLOCK_MS = 2000
+STUCK = 5.0  # seconds past which a reply that never came is given up on
 
 
 class Consumer:
@@ -124,10 +125,13 @@ class Consumer:
         """Block until one of the queue's streams has an entry past its tail (or a timeout)."""
         self._idle = True
         try:
-            await self.transport.client.xread(
-                dict(zip(self.streams, tails, strict=True)), count=1, block=BLOCK_MS
+            await asyncio.wait_for(
+                self.transport.client.xread(
+                    dict(zip(self.streams, tails, strict=True)), count=1, block=BLOCK_MS
+                ),
+                BLOCK_MS / 1000 + STUCK,
             )
-        except (redis_errors.RedisError, OSError) as exc:
+        except (redis_errors.RedisError, OSError, asyncio.TimeoutError) as exc:
             log.debug("consumer on %s: wait interrupted: %r", self.queue, exc)
             await asyncio.sleep(0.1)
         finally:
@@ -144,4 +148,9 @@ class Consumer:
             task.cancel()
         self._room.set()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            try:
+                await asyncio.wait_for(asyncio.shield(task), STUCK)
+            except asyncio.TimeoutError:
+                log.warning("consumer on %s did not stop within %ss; cancelled", self.queue, STUCK)
+                task.cancel()
+                await task
