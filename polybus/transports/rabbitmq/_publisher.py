@@ -24,8 +24,9 @@ from polybus.transports.rabbitmq._channel import AmqpChannel, lost_connection
 from polybus.transports.rabbitmq._convert import translate
 
 # A nack means the broker did not store the message (e.g. a quorum queue without a leader for a
-# moment): it is sent again this many times before the publish raises ``PublishFailed``.
-NACK_RETRIES = 3
+# moment, as just after several connections declared it at once): it is sent again this many
+# times, with a doubling pause (0.1 s up to 3.2 s, 6.3 s in all), before ``PublishFailed``.
+NACK_RETRIES = 6
 
 
 class Pending:

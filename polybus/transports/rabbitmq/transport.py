@@ -305,7 +305,7 @@ class RabbitMQTransport(Transport):
 
     def _on_nacked(self, item: Pending) -> None:
         """Send a nacked message again after a pause (``NACK_RETRIES`` times at most)."""
-        asyncio.get_running_loop().call_later(0.05 * item.nacks, self._resend, item)
+        asyncio.get_running_loop().call_later(0.1 * 2 ** (item.nacks - 1), self._resend, item)
 
     def _resend(self, item: Pending) -> None:
         publisher = self._publisher
