@@ -10,6 +10,7 @@ import polybus
 import polybus.aio
 from polybus.blocking import patterns as blocking
 from polybus.core import pubsub, router, rpc, subscription, workqueue
+from polybus.core.url import parse_url
 
 PAIRS = [
     (polybus.aio.AsyncBus, polybus.Bus),
@@ -125,3 +126,23 @@ def test_the_core_never_imports_a_broker_client():
         text = source.read_text()
         for client in ("pika", "redis", "kombu", "aio_pika", "fakeredis"):
             assert f"import {client}" not in text and f"from {client}" not in text, source
+
+
+def test_an_option_the_transport_cannot_honour_is_refused_not_ignored():
+    from dataclasses import replace
+
+    from polybus.transports.memory import MemoryTransport
+
+    class NoFrills(MemoryTransport):
+        capabilities = replace(
+            MemoryTransport.capabilities, priority=False, ttl=False, reason="a plain test broker"
+        )
+
+    transport = NoFrills(parse_url("memory://no-frills"))
+    with polybus.connect(transport=transport) as bus:
+        with pytest.raises(polybus.CapabilityMissing, match=r"priority.*plain test broker"):
+            bus.work_queue("urgent", max_priority=5).send("x")
+        with pytest.raises(polybus.CapabilityMissing, match="ttl"):
+            bus.work_queue("plain").send("x", ttl=1.0)
+        bus.work_queue("plain").send("fine")
+        assert bus.work_queue("plain").size() == 1

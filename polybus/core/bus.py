@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from polybus.core.codecs import Codec, encode_body, get_codec
-from polybus.core.errors import Closed, DeclarationConflict
+from polybus.core.errors import CapabilityMissing, Closed, DeclarationConflict
 from polybus.core.names import check_name
 from polybus.core.transport import Capabilities, Envelope, ExchangeKind, QueueOptions, Transport
 from polybus.core.url import create_transport, resolve_url
@@ -143,6 +143,9 @@ class AsyncBus:
             raise DeclarationConflict(
                 f"queue {name!r} was declared on this bus with {known}, now with {options}"
             )
+        self._require("dead_letter", options.dead_letter is not None, f"queue {name!r}")
+        self._require("ttl", options.message_ttl is not None, f"queue {name!r}")
+        self._require("priority", options.max_priority is not None, f"queue {name!r}")
         if options.dead_letter is not None:
             await self.declare_queue(options.dead_letter, QueueOptions(durable=options.durable))
         await self.transport.declare_queue(name, options)
@@ -160,8 +163,18 @@ class AsyncBus:
     def forget_exchange(self, name: str) -> None:
         self._exchanges.pop(name, None)
 
+    def _require(self, capability: str, wanted: bool, what: str) -> None:
+        """Refuse an option the transport would silently ignore."""
+        capabilities = self.transport.capabilities
+        if wanted and not getattr(capabilities, capability):
+            raise CapabilityMissing(
+                f"{what} asks for {capability}, which {self.transport.url.scheme}:// cannot do"
+                f" ({capabilities.reason or 'not supported'}); drop the option or switch brokers"
+            )
+
     def envelope(self, body: Any, **options: Unpack[SendOptions]) -> Envelope:
         """Encode a body (raising ``SerializationError`` before anything is sent) with ids."""
+        self._require("ttl", options.get("ttl") is not None, "a message")
         data, content_type = encode_body(body, self.codec)
         headers = options.get("headers")
         return Envelope(

@@ -39,8 +39,8 @@ class WorkQueue:
     ) -> None:
         self.bus = bus
         self.name = bus.qualify(name)
-        if dead_letter is True:
-            dead_letter = f"{name}.dead"
+        if dead_letter is True:  # the default: a dead-letter queue where the transport has them
+            dead_letter = f"{name}.dead" if bus.capabilities.dead_letter else None
         self.options = QueueOptions(
             durable=durable,
             dead_letter=bus.qualify(dead_letter) if dead_letter else None,
