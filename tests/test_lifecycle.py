@@ -84,3 +84,23 @@ def test_sigterm_stops_a_worker_process_after_its_running_handler_finishes():
         assert proc.returncode == 0, out
         assert "handled 0" in out  # the running handler was allowed to finish
         assert out.rstrip().endswith("stopped cleanly")
+
+
+def test_close_from_another_thread_ends_run_cleanly():
+    for _ in range(20):
+        bus = polybus.connect("memory://close-while-run")
+        errors: list[BaseException] = []
+
+        def serve(bus: polybus.Bus = bus) -> None:
+            try:
+                bus.run()
+            except BaseException as exc:  # noqa: BLE001 - any escape is the failure under test
+                errors.append(exc)
+
+        runner = threading.Thread(target=serve)
+        runner.start()
+        time.sleep(0.01)
+        bus.close()
+        runner.join(timeout=10)
+        assert not runner.is_alive(), "run() hung after close()"
+        assert errors == []

@@ -30,6 +30,8 @@ class Bus:
     ) -> None:
         self._portal = Portal()
         self._stopped = threading.Event()
+        self._closing = threading.Lock()
+        self._closed = False
         try:
             self.core: AsyncBus = self._portal.call(self._connect(url, codec, transport))
         except BaseException:
@@ -98,13 +100,15 @@ class Bus:
     def close(self) -> None:
         """Stop workers (running handlers finish), close subscriptions, disconnect, and stop
         the loop thread."""
-        if self._portal.loop.is_closed():
-            return
-        try:
-            self.call(self.core.close())
-        finally:
-            self._stopped.set()
-            self._portal.stop()
+        with self._closing:  # one close at a time: run() closes too when it returns
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self.call(self.core.close())
+            finally:
+                self._stopped.set()
+                self._portal.stop()
 
     def run(self) -> None:
         """Block serving until SIGINT/SIGTERM (or ``close()`` from another thread), then close."""
