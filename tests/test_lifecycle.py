@@ -91,10 +91,10 @@ def test_close_from_another_thread_ends_run_cleanly():
         bus = polybus.connect("memory://close-while-run")
         errors: list[BaseException] = []
 
-        def serve(bus: polybus.Bus = bus) -> None:
+        def serve(bus: polybus.Bus = bus, errors: list[BaseException] = errors) -> None:
             try:
                 bus.run()
-            except BaseException as exc:  # noqa: BLE001 - any escape is the failure under test
+            except BaseException as exc:  # any escape is the failure under test
                 errors.append(exc)
 
         runner = threading.Thread(target=serve)
