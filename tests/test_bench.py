@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from polybus import bench, cli
+from polybus.bench import runner
 from polybus.bench.cli import plan_from
 from polybus.bench.model import (
     CASES,
@@ -144,7 +145,7 @@ def test_blocking_api_measures_the_work_queue_and_says_what_it_leaves_out(tmp_pa
     assert any("polybus-blocking" in note and "rpc" in note for note in document["notes"])
 
 
-@pytest.mark.parametrize("url", ["redis://127.0.0.1:1", "amqp://guest:guest@127.0.0.1:1/"])
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1", "amqp://guest:secret@127.0.0.1:1/"])
 def test_unreachable_broker_is_a_line_and_the_rest_still_runs(url, tmp_path, capsys):
     # Given one broker that answers and one that does not
     out_json = tmp_path / "r.json"
@@ -161,6 +162,7 @@ def test_unreachable_broker_is_a_line_and_the_rest_still_runs(url, tmp_path, cap
     document = json.loads(out_json.read_text())
     dead = [r for r in document["results"] if r["broker"] == shown]
     assert dead and all(r["status"] == "unreachable" and r["detail"] for r in dead)
+    assert "secret" not in out_json.read_text()
     assert {r["client"] for r in dead} >= {"polybus", "polybus-blocking", "kombu"}
     alive = [r for r in document["results"] if r["broker"] == "memory://"]
     assert alive and all(r["status"] == "ok" for r in alive)
@@ -178,3 +180,20 @@ def test_plot_without_matplotlib_names_the_extra_before_measuring(monkeypatch, t
     assert code == 2
     assert "pip install 'polybus[bench]'" in capsys.readouterr().err
     assert not (tmp_path / "r.png").exists()
+
+
+def test_a_transport_bug_on_connect_is_an_error_row_and_exit_status_1(monkeypatch, capsys):
+    # Given a transport whose connect fails with something that is not a PolybusError
+    def broken_open(self):
+        raise RuntimeError("Event loop is closed")
+
+    monkeypatch.setattr(runner.PolybusSuite, "open", broken_open)
+
+    # When the bench runs, the blocking API still gets measured
+    code = cli.main([*QUICK, "--url", "memory://", "--sizes", "64", "--patterns", "workqueue"])
+
+    # Then the failure is a line that names it, the rest ran, and the exit status says so
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "memory:// polybus: error: RuntimeError: Event loop is closed" in printed
+    assert "polybus-blocking" in printed

@@ -91,10 +91,9 @@ def show(report: Report, console: Console) -> None:
         )
     console.print(table)
     for r in report.results:
-        if r.status == "unreachable":
-            console.print(
-                f"{r.broker} {r.client}: unreachable: {r.detail}", markup=False, soft_wrap=True
-            )
+        if r.case == "*":  # a client that could not start: unreachable, or a bug on connect
+            line = f"{r.broker} {r.client}: {r.status}: {r.detail}"
+            console.print(line, markup=False, soft_wrap=True)
     for note in report.notes:
         console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
@@ -103,7 +102,15 @@ def write_json(report: Report, path: Path) -> None:
     document = {
         "machine": report.machine,
         "plan": {**asdict(report.plan), "warmup": report.plan.warmup},
-        "brokers": [asdict(broker) for broker in report.brokers],
+        "brokers": [
+            {
+                "url": broker.url,
+                "durability": broker.durability,
+                "messages": broker.messages,
+                "clients": broker.clients,
+            }
+            for broker in report.brokers
+        ],
         "results": [r.row() for r in report.results],
         "notes": report.notes,
     }

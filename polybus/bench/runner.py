@@ -139,6 +139,8 @@ class Broker:
     url: str  # as shown: no password, no query
     durability: str
     messages: int  # work-queue messages per case here (the other cases scale from it)
+    scheme: str = field(repr=False)
+    raw_url: str = field(repr=False)  # may hold a password: never shown or written
     clients: dict[str, str] = field(default_factory=dict)  # client -> "ok" or why not
 
 
@@ -210,42 +212,55 @@ def run(plan: Plan, urls: list[str], baseline: bool, progress: Progress) -> Repo
         scheme = urlsplit(url).scheme.lower()
         shown = display_url(url)
         here = replace(plan, messages=max(1, int(plan.messages * SCALE.get(scheme, 1.0))))
-        broker = Broker(shown, UNREACHABLE, here.messages)
+        broker = Broker(shown, UNREACHABLE, here.messages, scheme, url)
         report.brokers.append(broker)
         for suite in suites(with_namespace(url, namespace), namespace, baseline):
             patterns = [p for p in plan.patterns if p in suite.patterns]
-            steps = len(patterns) * len(plan.sizes)
-            progress(f"{shown} {suite.client}: connecting", 0)
-            try:
-                suite.open()
-            except Unreachable as exc:
-                broker.clients[suite.client] = f"unreachable: {exc}"
-                report.results.append(
-                    Result(shown, suite.client, "*", None, "unreachable", str(exc))
-                )
-                progress(f"{shown} {suite.client}: unreachable", steps)
-                continue
-            broker.clients[suite.client] = "ok"
-            if broker.durability == UNREACHABLE:  # asked once, of a broker that answers
-                broker.durability = baselines.durability(scheme, url)
-            try:
-                for pattern in patterns:
-                    for size in plan.sizes:
-                        progress(f"{shown} {suite.client}: {pattern} {size} B", 0)
-                        report.results.extend(_measure(suite, shown, pattern, size, here))
-                        progress(f"{shown} {suite.client}: {pattern} {size} B", 1)
-            finally:
-                suite.close()
             left = [p for p in plan.patterns if p not in suite.patterns]
             if left:
                 report.notes.append(
-                    f"{shown} {suite.client}: measures {', '.join(patterns)} only; "
+                    f"{shown} {suite.client}: measures {', '.join(sorted(suite.patterns))} only; "
                     f"{', '.join(left)} not implemented for this client"
                 )
+            if patterns:
+                _run_suite(suite, patterns, here, broker, report, progress)
         if baseline and not baselines.suites_for(scheme, url, namespace):
             report.notes.append(f"{shown}: no raw client to compare with (--baseline)")
     _ratios(report.results)
     return report
+
+
+def _run_suite(
+    suite: Suite,
+    patterns: list[str],
+    plan: Plan,
+    broker: Broker,
+    report: Report,
+    progress: Progress,
+) -> None:
+    shown = broker.url
+    steps = len(patterns) * len(plan.sizes)
+    progress(f"{shown} {suite.client}: connecting", 0)
+    try:
+        suite.open()
+    except Exception as exc:  # Unreachable, or a transport's bug: a line either way, not a crash
+        status = "unreachable" if isinstance(exc, Unreachable) else "error"
+        detail = str(exc) if isinstance(exc, Unreachable) else f"{type(exc).__name__}: {exc}"
+        broker.clients[suite.client] = f"{status}: {detail}"
+        report.results.append(Result(shown, suite.client, "*", None, status, detail))
+        progress(f"{shown} {suite.client}: {status}", steps)
+        return
+    broker.clients[suite.client] = "ok"
+    if broker.durability == UNREACHABLE:  # asked once, of a broker that answers
+        broker.durability = baselines.durability(broker.scheme, broker.raw_url)
+    try:
+        for pattern in patterns:
+            for size in plan.sizes:
+                progress(f"{shown} {suite.client}: {pattern} {size} B", 0)
+                report.results.extend(_measure(suite, shown, pattern, size, plan))
+                progress(f"{shown} {suite.client}: {pattern} {size} B", 1)
+    finally:
+        suite.close()
 
 
 def _measure(suite: Suite, broker: str, pattern: str, size: int, plan: Plan) -> list[Result]:
