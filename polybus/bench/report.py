@@ -9,7 +9,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from polybus.bench.model import CASES, Result
+from polybus.bench.model import CASES, SUBSCRIBERS, Result
 from polybus.bench.runner import Report
 from polybus.core.errors import MissingDependency
 
@@ -31,7 +31,7 @@ def header_lines(report: Report) -> list[str]:
         f"({m['cpu']}), load {'/'.join(map(str, m['load']))}, Python {m['python']}, "
         f"{m['platform']}",
         f"sizes {', '.join(f'{s} B' for s in plan.sizes)}; work queue {plan.messages} msgs, "
-        f"fanout {plan.fanout} msgs x 4 subscribers, latency {plan.latency} msgs at "
+        f"fanout {plan.fanout} msgs x {SUBSCRIBERS} subscribers, latency {plan.latency} msgs at "
         f"{plan.rate:g}/s, RPC {plan.rpc} calls; warm-up {plan.warmup} msgs per case; "
         "fresh queues per case",
     ]

@@ -34,11 +34,11 @@ DEFAULT_URLS = (
     "redis://127.0.0.1:6379",
     "amqp://guest:guest@127.0.0.1:5672/",
 )
-# broker scheme -> the raw client whose msgs/s the "vs raw" ratio divides by
 # broker scheme -> share of --messages it runs: fakeredis is a Python emulation of Redis that
 # moves a few hundred messages per second; at full counts it alone would take minutes
 SCALE = {"fakeredis": 0.1}
 UNREACHABLE = "not known (unreachable)"
+# broker scheme -> the raw client whose msgs/s the "vs raw" ratio divides by
 RAW_CLIENT = {"redis": "redis-py", "rediss": "redis-py", "amqp": "pika", "amqps": "pika"}
 
 
