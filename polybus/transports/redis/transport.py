@@ -212,7 +212,6 @@ class RedisTransport(Transport):
         self._outbox: list[_Outgoing] = []
         self._publishing: asyncio.Task[None] | None = None
         self._acks: dict[str, list[bytes]] = {}
-        self._acked: asyncio.Future[None] | None = None  # the outcome of the acks queued now
         self._acking: asyncio.Task[None] | None = None
 
     # -- plumbing -------------------------------------------------------------------------
@@ -558,6 +557,8 @@ class RedisTransport(Transport):
         await self.ack_many((delivery,))
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Queue the acks and return, as AMQP's basic.ack does: the acks of a whole loop
+        iteration go out in one pipeline. An ack that never lands means a redelivery."""
         queued = False
         for delivery in deliveries:
             consumer, stream, entry_id = delivery.tag
@@ -569,41 +570,23 @@ class RedisTransport(Transport):
         if not queued:
             return
         self.client  # noqa: B018 - raises Closed on a closed transport
-        if self._acked is None:
-            self._acked = asyncio.get_running_loop().create_future()
-        acked = self._acked
         if self._acking is None or self._acking.done():
             self._acking = asyncio.ensure_future(self._ack_loop())
-        await asyncio.shield(acked)  # shared by every ack of the round: one caller's
-        # cancellation must not cancel the others' outcome
 
     async def _ack_loop(self) -> None:
         """XACK and XDEL everything acked meanwhile, one pipeline per round."""
         while self._acks:
             acks, self._acks = self._acks, {}
-            acked, self._acked = self._acked, None
             pipe = self.client.pipeline(transaction=False)
             for stream, ids in acks.items():
                 pipe.xack(stream, "g", *ids)
                 pipe.xdel(stream, *ids)
             try:
                 await pipe.execute()
-                error: PolybusError | None = None
             except _ERRORS as exc:
                 error = _translate(exc, ConnectionFailed, f"Redis at {self.url.redacted()} (ack)")
-            except asyncio.CancelledError:
-                for waiting in (acked, self._acked):
-                    if waiting is not None and not waiting.done():
-                        waiting.set_exception(Closed("the transport was aborted"))
-                        waiting.exception()
-                raise
-            if acked is None or acked.done():
-                continue
-            if error is None:
-                acked.set_result(None)
-            else:
-                acked.set_exception(error)
-                acked.exception()  # retrieved here too: a round nobody awaits any more is fine
+                count = sum(len(ids) for ids in acks.values())
+                log.warning("%d acks did not reach Redis; redelivered later: %s", count, error)
 
     async def nack(self, delivery: Delivery, *, requeue: bool) -> None:
         consumer, stream, entry_id = delivery.tag
