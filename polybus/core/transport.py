@@ -205,7 +205,12 @@ class Transport(ABC):
 
     @abstractmethod
     async def ack(self, delivery: Delivery) -> None:
-        """Remove the delivered message from its queue."""
+        """Remove the delivered message from its queue.
+
+        May return before the broker has seen it, as AMQP's basic.ack does, so that acks can be
+        batched; an ack that never arrives means a redelivery (at least once), never a loss.
+        ``close()`` must send the acks still on their way.
+        """
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """Ack several deliveries; transports override this to batch."""
