@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from polybus import ReceiveTimeout
-
-QUIET = 0.5
-
-
-async def bodies(sub, count, ack=False, timeout=10.0):
-    got = []
-    for _ in range(count):
-        msg = await sub.receive(timeout=timeout)
-        got.append(msg.body)
-        if ack:
-            await msg.ack()
-    return got
+from polybus.testing.conformance._receive import (
+    QUIET,
+    assert_nothing_arrives,
+    drain,
+    receive_until_quiet,
+)
 
 
 async def test_every_subscriber_gets_every_message(connect):
@@ -29,8 +20,8 @@ async def test_every_subscriber_gets_every_message(connect):
         for i in range(5):
             await logs.publish(f"line {i}")
         expected = [f"line {i}" for i in range(5)]
-        assert await bodies(one, 5) == expected
-        assert await bodies(two, 5) == expected
+        assert await drain(one, 5, ack=False) == expected
+        assert await drain(two, 5, ack=False) == expected
 
 
 async def test_transient_subscription_gets_only_what_is_published_while_subscribed(connect):
@@ -39,13 +30,11 @@ async def test_transient_subscription_gets_only_what_is_published_while_subscrib
     await logs.publish("before anyone listens")
     async with logs.subscribe() as sub:
         await logs.publish("live")
-        assert await bodies(sub, 1) == ["live"]
-        with pytest.raises(ReceiveTimeout):
-            await sub.receive(timeout=QUIET)
+        assert await drain(sub, 1, ack=False) == ["live"]
+        await assert_nothing_arrives(sub)
     await logs.publish("after the listener left")
     async with logs.subscribe() as late:
-        with pytest.raises(ReceiveTimeout):
-            await late.receive(timeout=QUIET)
+        await assert_nothing_arrives(late)
 
 
 async def test_transient_subscription_queue_is_deleted_when_the_subscriber_leaves(connect, target):
@@ -81,14 +70,14 @@ async def test_named_subscription_keeps_messages_while_its_consumers_are_away(co
     # Given a named subscription that existed once
     async with events.subscribe(name="audit") as sub:
         await events.publish("first")
-        assert await bodies(sub, 1, ack=True) == ["first"]
+        assert await drain(sub, 1) == ["first"]
     # When messages are published while nobody consumes it
     await events.publish("while away 1")
     await events.publish("while away 2")
     # Then they wait for the next consumer of that name, on any connection
     later = await connect()
     async with later.pubsub("events").subscribe(name="audit") as sub:
-        assert await bodies(sub, 2, ack=True) == ["while away 1", "while away 2"]
+        assert await drain(sub, 2) == ["while away 1", "while away 2"]
 
 
 async def test_consumers_of_one_named_subscription_share_its_messages(connect):
@@ -102,24 +91,17 @@ async def test_consumers_of_one_named_subscription_share_its_messages(connect):
     ):
         for i in range(10):
             await events.publish(i)
-        got_one: list[int] = []
-        got_two: list[int] = []
-
-        async def take(sub, into):
-            while True:
-                try:
-                    msg = await sub.receive(timeout=QUIET * 2)
-                except ReceiveTimeout:
-                    return
-                into.append(msg.body)
-                await msg.ack()
-
-        await asyncio.gather(take(one, got_one), take(two, got_two))
+        took_one, took_two = await asyncio.gather(
+            receive_until_quiet(one, quiet=QUIET * 2, ack=True),
+            receive_until_quiet(two, quiet=QUIET * 2, ack=True),
+        )
+        got_one = [msg.body for msg in took_one]
+        got_two = [msg.body for msg in took_two]
         # the group shares: each message to exactly one member
         assert sorted(got_one + got_two) == list(range(10))
         assert got_one and got_two
         # while a separate subscriber still gets every message
-        assert await bodies(watcher, 10) == list(range(10))
+        assert await drain(watcher, 10, ack=False) == list(range(10))
 
 
 async def test_pubsub_worker_receives_published_messages(connect):

@@ -6,10 +6,9 @@ import asyncio
 
 import pytest
 
-from polybus import ReceiveTimeout, Unroutable
+from polybus import Unroutable
 from polybus.core.topic import topic_matches
-
-QUIET = 0.5
+from polybus.testing.conformance._receive import QUIET, receive_until_quiet
 
 # (binding pattern, routing key, matches) — RabbitMQ's answers, zero-word # cases included
 TOPIC_TABLE = [
@@ -44,13 +43,7 @@ TOPIC_TABLE = [
 
 
 async def keys_received(sub, timeout=QUIET):
-    got: list[str] = []
-    while True:
-        try:
-            msg = await sub.receive(timeout=timeout)
-        except ReceiveTimeout:
-            return got
-        got.append(msg.key)
+    return [msg.key for msg in await receive_until_quiet(sub, quiet=timeout)]
 
 
 async def test_direct_routing_delivers_exact_key_matches_only(connect):

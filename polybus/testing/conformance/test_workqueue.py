@@ -8,26 +8,15 @@ import time
 import pytest
 
 from polybus import ReceiveTimeout
+from polybus.testing.conformance._receive import (
+    QUIET,
+    assert_nothing_arrives,
+    drain,
+    receive_until_quiet,
+)
 
 # long enough that a transport redelivering by idle time alone would have done it
 SLOW_CONSUMER_SECONDS = 2.5
-QUIET = 0.5  # how long "nothing arrives" is watched for
-
-
-async def drain(sub, count, timeout=10.0, ack=True):
-    """Receive ``count`` messages, acking each; return their bodies in arrival order."""
-    bodies = []
-    for _ in range(count):
-        msg = await sub.receive(timeout=timeout)
-        bodies.append(msg.body)
-        if ack:
-            await msg.ack()
-    return bodies
-
-
-async def assert_nothing_arrives(sub, seconds=QUIET):
-    with pytest.raises(ReceiveTimeout):
-        await sub.receive(timeout=seconds)
 
 
 async def test_message_waits_in_queue_until_a_consumer_takes_it(connect):
@@ -56,20 +45,13 @@ async def test_consumers_share_a_queue_round_robin_without_loss_or_duplicates(co
     ):
         # When ten messages are sent to two equally fast consumers
         await tasks.send_many(list(range(10)))
-        got_a: list[int] = []
-        got_b: list[int] = []
-
-        async def take(sub, into):
-            while True:
-                try:
-                    msg = await sub.receive(timeout=QUIET * 2)
-                except ReceiveTimeout:
-                    return
-                into.append(msg.body)
-                await asyncio.sleep(0.01)  # the same work for both
-                await msg.ack()
-
-        await asyncio.gather(take(sub_a, got_a), take(sub_b, got_b))
+        # the same work for both
+        took_a, took_b = await asyncio.gather(
+            receive_until_quiet(sub_a, quiet=QUIET * 2, ack=True, work=0.01),
+            receive_until_quiet(sub_b, quiet=QUIET * 2, ack=True, work=0.01),
+        )
+        got_a = [msg.body for msg in took_a]
+        got_b = [msg.body for msg in took_b]
     # Then each message went to exactly one of them, and both got a fair share
     assert sorted(got_a + got_b) == list(range(10))
     assert 3 <= len(got_a) <= 7, (got_a, got_b)
