@@ -18,7 +18,8 @@ from types import ModuleType
 import pytest
 
 from polybus.core.url import parse_url
-from polybus.testing.harness import HARNESSES, BrokerHarness, load_harness, required
+from polybus.testing.harness import HARNESSES, BrokerHarness, load_harness
+from polybus.testing.plugin import skip_unless_available
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 IN_PROCESS_SCHEMES = {"memory", "fakeredis"}  # brokers that live inside one process
@@ -172,13 +173,7 @@ def run(
     name: str = request.param
     if name not in harnesses:
         harnesses[name] = load_harness(name)
-    harness = harnesses[name]
-    reason = harness if isinstance(harness, str) else harness.unavailable()
-    if reason:
-        if name in required():
-            pytest.fail(f"{name} is required here but unavailable: {reason}")
-        pytest.skip(f"{name} unavailable: {reason}")
-    assert isinstance(harness, BrokerHarness)
+    harness = skip_unless_available(name, harnesses[name])
     namespace = f"ex{os.urandom(5).hex()}"
     runner = Runner(harness.url(namespace), monkeypatch)
     try:

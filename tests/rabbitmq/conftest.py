@@ -7,18 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from polybus.testing.harness import required
+from polybus.testing.plugin import skip_unless_available
 from polybus.testing.rabbitmq_harness import SHARED_URL, RabbitMQHarness
 
 
 @pytest.fixture(scope="session")
 def rabbit() -> Iterator[RabbitMQHarness]:
     harness = RabbitMQHarness()
-    reason = harness.unavailable()
-    if reason:
-        if "rabbitmq" in required():
-            pytest.fail(f"RabbitMQ is required here but unavailable: {reason}")
-        pytest.skip(reason)
+    skip_unless_available("rabbitmq", harness)
     yield harness
     harness.shutdown()
 

@@ -9,18 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from polybus.testing.harness import required
+from polybus.testing.plugin import skip_unless_available
 from polybus.testing.redis_harness import OwnedRedis, RedisHarness
 
 
 @pytest.fixture(scope="session")
 def harness() -> Iterator[RedisHarness]:
     harness = RedisHarness()
-    reason = harness.unavailable()
-    if reason:
-        if "redis" in required():
-            pytest.fail(f"Redis is required here but unavailable: {reason}")
-        pytest.skip(reason)
+    skip_unless_available("redis", harness)
     yield harness
     harness.shutdown()
 
