@@ -55,6 +55,7 @@ class Consumer:
         self.stopped = False
         self._room = asyncio.Event()
         self._idle = False  # waiting for entries or for room: safe to cancel
+        self._fetch_lost = False  # a fetch failed: its entries may be pending on us, undelivered
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -84,12 +85,18 @@ class Consumer:
                     self._idle = False
                 continue
             try:
+                if self._fetch_lost:
+                    # the lost reply may have moved entries onto this consumer's pending list:
+                    # return every entry it does not hold, or they would stay there for good
+                    await transport.eval("retire", self.queue, self.name, *self.held)
+                    self._fetch_lost = False
                 entries, tails = await transport.eval("fetch", self.queue, self.name, room, noack)
             except NotFound:
                 log.info("queue %s was deleted; its consumer %s stops", self.queue, self.tag)
                 self.stopped = True
                 return
             except ConnectionFailed as exc:
+                self._fetch_lost = True
                 log.warning("consumer on %s: %s; retrying in %.2fs", self.queue, exc, delay)
                 self._idle = True
                 try:
