@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport
 
 
 class CoalescingConnection(AsyncioConnection):  # type: ignore[misc]  # pika is untyped
@@ -28,5 +29,16 @@ class CoalescingConnection(AsyncioConnection):  # type: ignore[misc]  # pika is 
 
     def _flush(self) -> None:
         chunks, self._chunks = self._chunks, None
-        if chunks and self._transport is not None:
-            super()._adapter_emit_data(b"".join(chunks))
+        transport = self._transport
+        if not chunks or transport is None:
+            return
+        data = b"".join(chunks)
+        if type(transport) is _AsyncPlaintextTransport and not transport.get_write_buffer_size():
+            try:
+                sent = transport._sock.send(data)
+            except OSError:
+                sent = 0  # would block, or broken: pika's own write meets it and reports it
+            data = data[sent:]
+            if not data:
+                return
+        super()._adapter_emit_data(data)
