@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from polybus.core.errors import Closed, PolybusError, ReceiveTimeout
+from polybus.core.inbox import Inbox
 from polybus.core.message import AsyncMessage
 from polybus.core.transport import Delivery, ExchangeKind, QueueOptions
 
@@ -151,8 +152,8 @@ class Subscription:
     ``await sub.receive(timeout)``. Messages need ``await msg.ack()`` unless auto-acked."""
 
     def __init__(self, bus: AsyncBus, spec: ConsumeSpec) -> None:
-        self._buffer: asyncio.Queue[Delivery | None] = asyncio.Queue()
-        self._consumer = QueueConsumer(bus, spec, self._buffer.put_nowait)
+        self._inbox = Inbox()
+        self._consumer = QueueConsumer(bus, spec, self._inbox.put)
         self._started = False
 
     @property
@@ -171,20 +172,19 @@ class Subscription:
         """The next message; ``ReceiveTimeout`` if none arrives within ``timeout`` seconds."""
         if not self._started:
             await self.start()
-        buffer = self._buffer
-        if not buffer.empty():
-            delivery = buffer.get_nowait()
+        inbox = self._inbox
+        if inbox.ready():
+            delivery = inbox.get_nowait()
         elif self._consumer.closed:
             raise Closed(f"the subscription to {self.queue!r} is closed")
         elif timeout is None:
-            delivery = await buffer.get()
+            delivery = await inbox.get()
         else:
             try:
-                delivery = await asyncio.wait_for(buffer.get(), timeout)
+                delivery = await asyncio.wait_for(inbox.get(), timeout)
             except asyncio.TimeoutError:
                 raise ReceiveTimeout(f"no message on {self.queue!r} within {timeout}s") from None
         if delivery is None:
-            self._buffer.put_nowait(None)
             raise Closed(f"the subscription to {self.queue!r} is closed")
         return AsyncMessage(delivery, self._consumer)
 
@@ -199,13 +199,8 @@ class Subscription:
 
     async def close(self) -> None:
         """Stop consuming; unreceived messages return to the queue; a transient queue goes."""
-        unreceived: list[Delivery] = []
-        while not self._buffer.empty():
-            item = self._buffer.get_nowait()
-            if item is not None:
-                unreceived.append(item)
-        await self._consumer.close(unreceived)
-        self._buffer.put_nowait(None)  # wakes a receiver waiting on the closed subscription
+        await self._consumer.close(self._inbox.drain())
+        self._inbox.close()  # wakes a receiver waiting on the closed subscription
         self._consumer.bus.untrack(self)
 
     async def __aenter__(self) -> Subscription:

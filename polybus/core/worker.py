@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from polybus.core.errors import PolybusError
+from polybus.core.inbox import Inbox
 from polybus.core.subscription import ConsumeSpec, QueueConsumer
 from polybus.core.transport import Delivery
 
@@ -66,8 +67,8 @@ class Worker:
         runner: HandlerRunner,
     ) -> None:
         self.bus = bus
-        self._buffer: asyncio.Queue[Delivery | None] = asyncio.Queue()
-        self._consumer = QueueConsumer(bus, spec, self._buffer.put_nowait)
+        self._inbox = Inbox()
+        self._consumer = QueueConsumer(bus, spec, self._inbox.put)
         self._process = process
         self._runner = runner
         self._concurrency = concurrency
@@ -87,7 +88,7 @@ class Worker:
 
     async def _run(self) -> None:
         while True:
-            delivery = await self._buffer.get()
+            delivery = await self._inbox.get()
             if delivery is None:
                 return
             try:
@@ -105,13 +106,8 @@ class Worker:
         if self._consumer.closed:
             return
         await self._consumer.stop_consuming()
-        unstarted: list[Delivery] = []
-        while not self._buffer.empty():
-            item = self._buffer.get_nowait()
-            if item is not None:
-                unstarted.append(item)
-        for _ in self._tasks:
-            self._buffer.put_nowait(None)
+        unstarted = self._inbox.drain()
+        self._inbox.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._consumer.close(unstarted)
         await asyncio.get_running_loop().run_in_executor(None, self._runner.shutdown)
