@@ -8,6 +8,7 @@ apply, ``pr`` priority, ``e`` deadline (ms, server clock), ``dc`` deliveries bef
 from __future__ import annotations
 
 import json
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from polybus.core.transport import Envelope
@@ -15,28 +16,63 @@ from polybus.core.transport import Envelope
 DEATH_REASON = "x-death-reason"
 DEATH_QUEUE = "x-death-queue"
 
+PublishFields = tuple[bytes, bytes, str, str]
+"""What a message is published as: body, properties (JSON), ttl in ms and priority ('' if none)."""
+
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_loads = json.loads
+_decoder = json.JSONDecoder()
 
 
-def publish_args(envelope: Envelope) -> tuple[bytes, str, str, str]:
-    """The four ``PUBLISH`` script arguments of one message: body, properties, ttl, priority."""
-    properties = _dumps(
-        [
-            envelope.content_type,
-            envelope.headers,
-            envelope.message_id,
-            envelope.correlation_id,
-            envelope.reply_to,
-            envelope.timestamp,
-            envelope.priority,
-            envelope.expiration,
-            envelope.persistent,
-        ]
-    )
+def _no_default(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# ``json.dumps`` builds its C encoder anew on every call, half of its cost on these short lists;
+# this one is built once. It skips the check for circular references, so it serves only
+# properties without headers (everything else in them is a str, a number, a bool or None).
+_encode_flat = (
+    None
+    if c_make_encoder is None
+    else c_make_encoder(None, _no_default, encode_basestring, None, ":", ",", False, False, True)
+)
+
+
+def _loads(text: bytes) -> Any:
+    """``json.loads`` without its encoding detection: properties are always UTF-8."""
+    return _decoder.raw_decode(text.decode())[0]
+
+
+def publish_fields(envelope: Envelope) -> PublishFields:
+    """The ``PUBLISH`` script's four arguments for one message (``_publisher`` XADDs them
+    itself when the script is not needed)."""
+    values = [
+        envelope.content_type,
+        envelope.headers,
+        envelope.message_id,
+        envelope.correlation_id,
+        envelope.reply_to,
+        envelope.timestamp,
+        envelope.priority,
+        envelope.expiration,
+        envelope.persistent,
+    ]
+    if envelope.headers or _encode_flat is None:
+        properties = _dumps(values).encode()
+    else:
+        properties = "".join(_encode_flat(values, 0)).encode()
     ttl = "" if envelope.expiration is None else str(max(0, round(envelope.expiration * 1000)))
     priority = "" if envelope.priority is None else str(envelope.priority)
     return envelope.body, properties, ttl, priority
+
+
+def deadline(fields: list[Any]) -> int | None:
+    """An entry's deadline (ms, server clock), if it has one."""
+    if len(fields) == 8:  # b, m, x, k: the plain case
+        return None
+    for name, value in zip(fields[::2], fields[1::2], strict=True):
+        if name == b"e":
+            return int(value)
+    return None
 
 
 def decode_entry(fields: list[Any]) -> tuple[Envelope, str, str, int]:

@@ -1,8 +1,15 @@
-"""One consumer: a task that reads its queue's streams into ``deliver``, within its prefetch.
+"""One consumer: a task that reads its queue into ``deliver``, within its prefetch.
 
-It fetches with the ``FETCH`` script (highest priority first, expired entries dead-lettered on
-the way) and, when the queue is empty, blocks on ``XREAD`` until a stream grows past the tail the
-script reported, so an idle consumer costs one blocked connection and no polling.
+It reads on a connection of its own (a ``Link``), so that waiting blocks nobody else. A queue
+without priorities is one stream: ``XREADGROUP … BLOCK`` takes up to the free room in new
+entries, or waits for the first to arrive, in one round trip and without polling (on fakeredis,
+whose ``XREADGROUP`` with ``COUNT`` never blocks, an empty read is followed by ``XREAD … BLOCK``
+past the group's last delivered entry). A queue with
+priorities has a stream per level and is read by the ``FETCH`` script, highest level first, then
+waited on with ``XREAD`` past the tails the script reported.
+
+An expired entry is never delivered: ``FETCH`` dead-letters it in the script; a plain read
+checks each entry's deadline against the server's clock and has ``SETTLE`` dead-letter it.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from redis import exceptions as redis_errors
 
 from polybus.core.errors import ConnectionFailed, NotFound
 from polybus.core.transport import DeliverCallback, Delivery
-from polybus.transports.redis._codec import decode_entry
+from polybus.transports.redis._codec import deadline, decode_entry
+from polybus.transports.redis._errors import ERRORS, translate
+from polybus.transports.redis._link import command
 
 if TYPE_CHECKING:
     from polybus.transports.redis.transport import RedisTransport
@@ -25,7 +34,8 @@ log = logging.getLogger("polybus.redis")
 
 MAX_BACKOFF = 2.0
 BLOCK_MS = 2000
-STUCK = 5.0  # seconds past which a reply that never came is given up on
+
+Entry = tuple[int, bytes, list[Any]]  # priority level, entry id, fields
 
 
 class Consumer:
@@ -53,9 +63,9 @@ class Consumer:
         self.auto_ack = auto_ack
         self.held: set[bytes] = set()
         self.stopped = False
+        self.link = transport.new_link()
         self._room = asyncio.Event()
-        self._idle = False  # waiting for entries or for room: safe to cancel
-        self._fetch_lost = False  # a fetch failed: its entries may be pending on us, undelivered
+        self._fetch_lost = False  # a read failed: its entries may be pending on us, undelivered
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -72,25 +82,22 @@ class Consumer:
 
     async def _run(self) -> None:
         delay = 0.05
-        transport = self.transport
-        noack = "1" if self.auto_ack else "0"
         while not self.stopped:
             room = self._room_left()
             if room < self.refill and self.held:
                 self._room.clear()
-                self._idle = True
-                try:
-                    await self._room.wait()
-                finally:
-                    self._idle = False
+                await self._room.wait()
                 continue
             try:
                 if self._fetch_lost:
                     # the lost reply may have moved entries onto this consumer's pending list:
                     # return every entry it does not hold, or they would stay there for good
-                    await transport.eval("retire", self.queue, self.name, *self.held)
+                    await self.transport.eval("retire", self.queue, self.name, *self.held)
                     self._fetch_lost = False
-                entries, tails = await transport.eval("fetch", self.queue, self.name, room, noack)
+                if len(self.streams) == 1:
+                    entries = await self._read(room)
+                else:
+                    entries = await self._fetch(room)
             except NotFound:
                 log.info("queue %s was deleted; its consumer %s stops", self.queue, self.tag)
                 self.stopped = True
@@ -98,24 +105,92 @@ class Consumer:
             except ConnectionFailed as exc:
                 self._fetch_lost = True
                 log.warning("consumer on %s: %s; retrying in %.2fs", self.queue, exc, delay)
-                self._idle = True
-                try:
-                    await asyncio.sleep(delay)
-                finally:
-                    self._idle = False
+                await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
             delay = 0.05
-            if self.stopped:
-                return  # what was just fetched is requeued by the retire script
             for level, entry_id, fields in entries:
-                self._deliver(int(level), entry_id, fields)
-            if tails:
-                await self._wait(tails)
+                self._deliver(level, entry_id, fields)
+
+    async def _read(self, room: int) -> list[Entry]:
+        """New entries of the single stream, waiting up to ``BLOCK_MS`` for the first."""
+        stream = self.streams[0]
+        read: list[bytes | str | int] = ["XREADGROUP", "GROUP", "g", self.name, "COUNT", room]
+        read += ["STREAMS", stream, ">"]
+        if self.transport.blocking_group_reads:
+            read[6:6] = ["BLOCK", BLOCK_MS]
+            reply = await self._call(command(*read), BLOCK_MS / 1000)
+        else:
+            reply = await self._call(command(*read))
+            if reply is None:
+                await self._wait_past_delivered(stream)
+        if reply is None:
+            return []
+        entries: list[Entry] = []
+        now: float | None = None
+        for entry_id, fields in reply[0][1]:
+            expires = deadline(fields)
+            if expires is not None:
+                now = now or self.transport.server_time_ms()
+                if expires <= now:
+                    await self.transport.eval("settle", self.queue, stream, entry_id, "expire")
+                    continue
+            entries.append((0, entry_id, fields))
+        return entries
+
+    async def _fetch(self, room: int) -> list[Entry]:
+        """New entries, highest priority first; when there are none, wait for one."""
+        transport = self.transport
+        entries, tails = await self._call(
+            command(
+                "EVALSHA", transport.sha("fetch"), 0, transport.prefix, self.queue, self.name,
+                room, "1" if self.auto_ack else "0",
+            )
+        )  # fmt: skip
+        if tails and not entries:
+            streams = [*self.streams, *tails]
+            await self._call(
+                command("XREAD", "COUNT", 1, "BLOCK", BLOCK_MS, "STREAMS", *streams),
+                BLOCK_MS / 1000,
+            )
+        return [(int(level), entry_id, fields) for level, entry_id, fields in entries]
+
+    async def _wait_past_delivered(self, stream: str) -> None:
+        """Block until the stream has an entry the group has not delivered yet (or a timeout):
+        the wait for servers whose ``XREADGROUP … BLOCK`` does not block (fakeredis)."""
+        delivered = "0-0"
+        for group in await self._call(command("XINFO", "GROUPS", stream)):
+            info = dict(zip(group[::2], group[1::2], strict=True))
+            if info[b"name"] == b"g":
+                delivered = info[b"last-delivered-id"]
+        await self._call(
+            command("XREAD", "COUNT", 1, "BLOCK", BLOCK_MS, "STREAMS", stream, delivered),
+            BLOCK_MS / 1000,
+        )
+
+    async def _call(self, request: bytes, blocks: float = 0.0) -> Any:
+        """One command on the consumer's link; its error reply raised as a ``PolybusError``."""
+        where = f"consumer on {self.queue!r} at {self.transport.url.redacted()}"
+        for _ in range(2):
+            try:
+                (reply,) = await self.link.call(request, timeout=blocks)
+            except ERRORS as exc:
+                raise ConnectionFailed(f"{where}: {exc!r}") from exc
+            if isinstance(reply, redis_errors.NoScriptError):
+                await self.transport.load_scripts()  # the server restarted: load them again
+                continue
+            if isinstance(reply, redis_errors.ResponseError):
+                raise translate(reply, ConnectionFailed, where)
+            return reply
+        raise ConnectionFailed(f"{where}: Redis keeps losing its scripts")
 
     def _deliver(self, level: int, entry_id: bytes, fields: list[Any]) -> None:
         envelope, exchange, key, earlier = decode_entry(fields)
-        if not self.auto_ack:
+        stream = self.streams[level]
+        if self.auto_ack:
+            if len(self.streams) == 1:  # read without NOACK (FETCH deletes what it reads)
+                self.transport.queue_ack(stream, entry_id)
+        else:
             self.held.add(entry_id)
         delivery = Delivery(
             envelope,
@@ -123,41 +198,18 @@ class Consumer:
             key,
             earlier > 0,
             earlier + 1,
-            (self, self.streams[level], entry_id),
+            (self, stream, entry_id),
             self.tag,
         )
         self.deliver(delivery)
 
-    async def _wait(self, tails: list[bytes]) -> None:
-        """Block until one of the queue's streams has an entry past its tail (or a timeout)."""
-        self._idle = True
-        try:
-            await asyncio.wait_for(
-                self.transport.client.xread(
-                    dict(zip(self.streams, tails, strict=True)), count=1, block=BLOCK_MS
-                ),
-                BLOCK_MS / 1000 + STUCK,
-            )
-        except (redis_errors.RedisError, OSError, asyncio.TimeoutError) as exc:
-            log.debug("consumer on %s: wait interrupted: %r", self.queue, exc)
-            await asyncio.sleep(0.1)
-        finally:
-            self._idle = False
-
-    async def stop(self, *, hard: bool = False) -> None:
-        """Stop delivering. A fetch in flight is let finish (unless ``hard``), so that what it
-        took is known to Redis as pending and can be requeued."""
+    async def stop(self) -> None:
+        """Stop delivering and drop the connection. Entries read but not delivered stay
+        pending on this consumer: ``retire`` (or reaping) returns them to the queue."""
         self.stopped = True
         task = self._task
-        if task is None or task.done():
-            return
-        if hard or self._idle:
+        if task is not None and not task.done():
             task.cancel()
-        self._room.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            try:
-                await asyncio.wait_for(asyncio.shield(task), STUCK)
-            except asyncio.TimeoutError:
-                log.warning("consumer on %s did not stop within %ss; cancelled", self.queue, STUCK)
-                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.link.close()

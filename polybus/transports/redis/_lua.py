@@ -148,7 +148,7 @@ end
 """
 
 # ARGV: prefix, conn, liveness ms. Refresh this connection's deadline; reap connections past
-# theirs. Returns {1 if this connection was still registered, the server's epoch}.
+# theirs. Returns {1 if this connection was still registered, the server's epoch, its time in ms}.
 HEARTBEAT = r"""
 local conn, ttl = ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
@@ -157,7 +157,7 @@ redis.call('ZADD', P .. 'conns', fmt(now + ttl), conn)
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', P .. 'conns', '-inf', now, 'LIMIT', 0, 16)) do
   reap_conn(dead)
 end
-return {known and 1 or 0, epoch()}
+return {known and 1 or 0, epoch(), fmt(now)}
 """
 
 # ARGV: prefix, conn. A clean goodbye: the same as being reaped.
@@ -388,7 +388,7 @@ end
 return {out, tails}
 """
 
-# ARGV: prefix, queue, stream, id, 'requeue' or 'reject'
+# ARGV: prefix, queue, stream, id, 'requeue', 'reject' or 'expire' (a consumer found it expired)
 SETTLE = r"""
 local name, s, id = ARGV[2], ARGV[3], ARGV[4]
 local p = redis.call('XPENDING', s, G, id, id, 1)[1]
@@ -400,7 +400,9 @@ end
 local entry = redis.call('XRANGE', s, id, id)[1]
 redis.call('XACK', s, G, id)
 redis.call('XDEL', s, id)
-if entry then dead_letter(name, entry[2], 'rejected', now_ms()) end
+local reason = 'rejected'
+if ARGV[5] == 'expire' then reason = 'expired' end
+if entry then dead_letter(name, entry[2], reason, now_ms()) end
 return 1
 """
 

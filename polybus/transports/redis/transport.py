@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib.util
 import itertools
 import logging
 import os
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -37,13 +39,9 @@ from redis.backoff import NoBackoff
 from polybus.core.errors import (
     Closed,
     ConnectionFailed,
-    DeclarationConflict,
     InvalidURL,
     MissingDependency,
-    NotFound,
     PolybusError,
-    PublishFailed,
-    Unroutable,
 )
 from polybus.core.transport import (
     Capabilities,
@@ -55,16 +53,18 @@ from polybus.core.transport import (
     Transport,
 )
 from polybus.core.url import BrokerURL
-from polybus.transports.redis._codec import publish_args
 from polybus.transports.redis._consumer import Consumer
+from polybus.transports.redis._errors import ERRORS as _ERRORS
+from polybus.transports.redis._errors import translate
+from polybus.transports.redis._link import ClientWire, Endpoint, Link, SocketWire, Wire, command
 from polybus.transports.redis._lua import PRELUDE, SCRIPTS
+from polybus.transports.redis._publisher import Publisher
 
 log = logging.getLogger("polybus.redis")
 
-BATCH = 1000  # messages per PUBLISH script call
 CONCURRENT_SCRIPTS = 32  # script calls in flight at once (each takes a pooled connection)
-MAX_CONNECTIONS = 10_000  # idle consumers each hold one, blocked in XREAD
-_ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, OSError)
+MAX_CONNECTIONS = 10_000
+SOCKET_TIMEOUT = 10.0  # seconds without a reply before a connection counts as lost
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,23 @@ def settings_from_url(url: BrokerURL) -> Settings:
     return Settings(prefix, heartbeat, connect_timeout)
 
 
+def endpoint_of(url: BrokerURL, settings: Settings) -> Endpoint:
+    """Where a ``redis://`` / ``rediss://`` URL points (its path is the database number)."""
+    try:
+        db = int(url.path.strip("/") or "0")
+    except ValueError as exc:
+        raise InvalidURL(f"{url.redacted()!r}: the path must be a database number") from exc
+    return Endpoint(
+        url.host or "localhost",
+        url.port or 6379,
+        db,
+        url.username,
+        url.password,
+        url.scheme == "rediss",
+        settings.connect_timeout,
+    )
+
+
 _fake_servers: dict[str, Any] = {}
 
 
@@ -112,20 +129,6 @@ def forget_fake_server(name: str) -> None:
     _fake_servers.pop(name, None)
 
 
-def _translate(exc: BaseException, fallback: type[PolybusError], what: str) -> PolybusError:
-    """A redis-py error as the polybus error it means."""
-    message = str(exc)
-    if isinstance(exc, redis_errors.ResponseError):
-        for prefix, kind in (
-            ("NOTFOUND ", NotFound),
-            ("CONFLICT ", DeclarationConflict),
-            ("UNROUTABLE ", Unroutable),
-        ):
-            if message.startswith(prefix):
-                return kind(message[len(prefix) :])
-    return fallback(f"{what}: {exc!r}")
-
-
 CAPABILITIES = Capabilities(
     persistence=True,
     priority=True,
@@ -142,49 +145,6 @@ FAKEREDIS_CAPABILITIES = replace(
 )
 
 
-@dataclass(eq=False)
-class _Outgoing:
-    """Messages for one exchange and key, published by one script call."""
-
-    exchange: str
-    key: str
-    mandatory: bool
-    args: list[bytes | str]
-    count: int
-    done: asyncio.Future[None]
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
-
-
-def _merge(round_: list[_Outgoing]) -> list[_Outgoing]:
-    """Consecutive publishes to the same exchange and key as one script call each: they route
-    the same way, so they share one outcome."""
-    merged: list[_Outgoing] = []
-    for batch in round_:
-        last = merged[-1] if merged else None
-        if (
-            last is not None
-            and (last.exchange, last.key, last.mandatory)
-            == (batch.exchange, batch.key, batch.mandatory)
-            and last.count + batch.count <= BATCH
-        ):
-            last.args.extend(batch.args[3:])
-            last.count += batch.count
-            last.waiters.append(batch.done)
-        else:
-            merged.append(
-                _Outgoing(
-                    batch.exchange,
-                    batch.key,
-                    batch.mandatory,
-                    list(batch.args),
-                    batch.count,
-                    batch.done,
-                    [batch.done],
-                )
-            )
-    return merged
-
-
 class RedisTransport(Transport):
     """Streams for queues, Lua for routing, a heartbeat for liveness."""
 
@@ -195,6 +155,7 @@ class RedisTransport(Transport):
         self.settings = settings_from_url(url)
         self.prefix = self.settings.prefix
         self.conn_id = os.urandom(8).hex()
+        self._endpoint = None if url.scheme == "fakeredis" else endpoint_of(url, self.settings)
         self._client: Redis | None = None
         self._shas = {
             name: hashlib.sha1((PRELUDE + body).encode()).hexdigest()
@@ -209,10 +170,14 @@ class RedisTransport(Transport):
         self._bindings: set[tuple[str, str, str]] = set()
         self._consumers: dict[str, Consumer] = {}
         self._tags = itertools.count(1)
-        self._outbox: list[_Outgoing] = []
-        self._publishing: asyncio.Task[None] | None = None
+        self._publisher: Publisher | None = None
+        self._ack_link: Link | None = None
         self._acks: dict[str, list[bytes]] = {}
         self._acking: asyncio.Task[None] | None = None
+        self.clock_offset_ms = 0.0
+        """The server's clock minus ours, in ms (from the last heartbeat), to check deadlines."""
+        # fakeredis 2.x answers XREADGROUP with COUNT and BLOCK at once when nothing is there
+        self.blocking_group_reads = url.scheme != "fakeredis"
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -225,36 +190,59 @@ class RedisTransport(Transport):
     def stream_key(self, queue: str, level: int) -> str:
         return f"{self.prefix}s:{queue}:{level}"
 
+    def sha(self, script: str) -> str:
+        return self._shas[script]
+
+    def declared_queue(self, name: str) -> QueueOptions | None:
+        """The options this transport declared the queue with, if it did."""
+        return self._queues.get(name)
+
+    def server_time_ms(self) -> float:
+        """Now on the server's clock, as far as the last heartbeat tells."""
+        return time.time() * 1000 + self.clock_offset_ms
+
+    def new_link(self) -> Link:
+        """A connection of its own for pipelined commands (see ``_link``)."""
+        endpoint, client = self._endpoint, self.client
+        if endpoint is None:  # fakeredis
+
+            async def open_wire() -> Wire:
+                return await ClientWire.open(client)
+
+        else:
+
+            async def open_wire() -> Wire:
+                return await SocketWire.open(endpoint)
+
+        return Link(open_wire, self.settings.connect_timeout + SOCKET_TIMEOUT)
+
     def _new_client(self) -> Redis:
-        url = self.url
-        timeout = self.settings.connect_timeout
         common: dict[str, Any] = {
-            "socket_connect_timeout": timeout,
-            "socket_timeout": max(10.0, timeout),
+            "protocol": 2,  # replies as arrays, whatever the client library's default
+            "socket_connect_timeout": self.settings.connect_timeout,
+            "socket_timeout": SOCKET_TIMEOUT + self.settings.connect_timeout,
             "retry": Retry(NoBackoff(), 1),
             "max_connections": MAX_CONNECTIONS,
         }
-        if url.scheme == "fakeredis":
+        endpoint = self._endpoint
+        if endpoint is None:
             import fakeredis
 
-            name = url.raw.split("://", 1)[1].split("?", 1)[0].strip("/")
+            name = self.url.raw.split("://", 1)[1].split("?", 1)[0].strip("/")
             client: Redis = fakeredis.FakeAsyncRedis(server=_fake_server(name), **common)
             return client
-        try:
-            db = int(url.path.strip("/") or "0")
-        except ValueError as exc:
-            raise InvalidURL(f"{url.redacted()!r}: the path must be a database number") from exc
         return Redis(
-            host=url.host or "localhost",
-            port=url.port or 6379,
-            db=db,
-            username=url.username,
-            password=url.password,
-            ssl=url.scheme == "rediss",
+            host=endpoint.host,
+            port=endpoint.port,
+            db=endpoint.db,
+            username=endpoint.username,
+            password=endpoint.password,
+            ssl=endpoint.tls,
             **common,
         )
 
-    async def _load_scripts(self) -> None:
+    async def load_scripts(self) -> None:
+        """Load every script (again: a restarted server has none)."""
         for body in SCRIPTS.values():
             await self.client.script_load(PRELUDE + body)
 
@@ -269,17 +257,24 @@ class RedisTransport(Transport):
                 try:
                     return await client.evalsha(sha, 0, self.prefix, *args)
                 except redis_errors.NoScriptError:
-                    await self._load_scripts()
+                    await self.load_scripts()
                     return await client.evalsha(sha, 0, self.prefix, *args)
         except _ERRORS as exc:
-            raise _translate(exc, fallback, f"Redis at {self.url.redacted()} ({script})") from exc
+            raise translate(exc, fallback, f"Redis at {self.url.redacted()} ({script})") from exc
 
     # -- connection lifecycle ---------------------------------------------------------------
 
     async def connect(self) -> None:
+        if self._endpoint is not None and importlib.util.find_spec("hiredis") is None:
+            raise MissingDependency(
+                "the redis:// transport parses replies with hiredis; run: pip install "
+                "'polybus[redis]'"
+            )
         self._client = self._new_client()
+        self._publisher = Publisher(self, self.new_link())
+        self._ack_link = self.new_link()
         try:
-            await self._load_scripts()
+            await self.load_scripts()
             await self._beat()
             if self.url.scheme == "fakeredis":
                 self.capabilities = FAKEREDIS_CAPABILITIES
@@ -310,9 +305,11 @@ class RedisTransport(Transport):
 
     async def _beat(self) -> None:
         """Refresh this connection's deadline; restore declarations if they were lost."""
-        known, epoch = await self.eval(
+        asked = time.time() * 1000
+        known, epoch, server_ms = await self.eval(
             "heartbeat", self.conn_id, int(self.settings.heartbeat * 1000)
         )
+        self.clock_offset_ms = int(server_ms) - (asked + time.time() * 1000) / 2
         first = self._epoch is None
         changed = not first and (epoch != self._epoch or not known)
         self._epoch = epoch
@@ -355,10 +352,11 @@ class RedisTransport(Transport):
         await self._stop_heartbeat()
         for consumer in list(self._consumers.values()):
             await consumer.stop()
-        for task in (self._publishing, self._acking):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, PolybusError):
-                    await task
+        if self._publisher is not None:
+            await self._publisher.drain()
+        if self._acking is not None:
+            with contextlib.suppress(asyncio.CancelledError, PolybusError):
+                await self._acking
         try:
             await self.eval("release", self.conn_id)
         except PolybusError as exc:
@@ -371,10 +369,11 @@ class RedisTransport(Transport):
         self._closed = True
         await self._stop_heartbeat()
         for consumer in list(self._consumers.values()):
-            await consumer.stop(hard=True)
-        for task in (self._publishing, self._acking):
-            if task is not None:
-                task.cancel()
+            await consumer.stop()
+        if self._publisher is not None:
+            self._publisher.abort()
+        if self._acking is not None:
+            self._acking.cancel()
         self._consumers.clear()
         await self._drop_client()
 
@@ -386,6 +385,10 @@ class RedisTransport(Transport):
             self._heartbeat = None
 
     async def _drop_client(self) -> None:
+        links = [self._ack_link, self._publisher.link if self._publisher else None]
+        for link in links:
+            if link is not None:
+                await link.close()
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(*_ERRORS):
@@ -451,85 +454,21 @@ class RedisTransport(Transport):
     async def publish(
         self, exchange: str, key: str, envelope: Envelope, *, mandatory: bool = False
     ) -> None:
-        await self._send([self._outgoing(exchange, key, mandatory, [envelope])])
+        await self._publishing().publish(exchange, [(key, (envelope,))], mandatory)
 
     async def publish_many(
         self, exchange: str, items: Sequence[tuple[str, Envelope]], *, mandatory: bool = False
     ) -> None:
-        batches: list[_Outgoing] = []
-        for key, group in itertools.groupby(items, key=lambda item: item[0]):
-            envelopes = [envelope for _, envelope in group]
-            for start in range(0, len(envelopes), BATCH):
-                batch = envelopes[start : start + BATCH]
-                batches.append(self._outgoing(exchange, key, mandatory, batch))
-        await self._send(batches)
+        runs = [
+            (key, [envelope for _, envelope in group])
+            for key, group in itertools.groupby(items, key=lambda item: item[0])
+        ]
+        await self._publishing().publish(exchange, runs, mandatory)
 
-    def _outgoing(
-        self, exchange: str, key: str, mandatory: bool, envelopes: Sequence[Envelope]
-    ) -> _Outgoing:
-        args: list[bytes | str] = [exchange, key, "1" if mandatory else "0"]
-        for envelope in envelopes:
-            args.extend(publish_args(envelope))
-        done = asyncio.get_running_loop().create_future()
-        return _Outgoing(exchange, key, mandatory, args, len(envelopes), done)
-
-    async def _send(self, batches: list[_Outgoing]) -> None:
-        """Queue the batches for the publishing task and wait for every one's outcome."""
+    def _publishing(self) -> Publisher:
         self.client  # noqa: B018 - raises Closed on a closed transport
-        self._outbox.extend(batches)
-        if self._publishing is None or self._publishing.done():
-            self._publishing = asyncio.ensure_future(self._publish_loop())
-        for batch in batches:
-            await batch.done
-
-    async def _publish_loop(self) -> None:
-        """Send everything queued, one pipeline per round, until the outbox stays empty."""
-        while self._outbox:
-            round_, self._outbox = self._outbox, []
-            try:
-                await self._publish_round(round_)
-            except PolybusError as exc:
-                for batch in round_:
-                    if not batch.done.done():
-                        batch.done.set_exception(exc)
-            except asyncio.CancelledError:
-                for batch in round_ + self._outbox:
-                    if not batch.done.done():
-                        batch.done.set_exception(PublishFailed("the transport was aborted"))
-                raise
-
-    async def _publish_round(self, round_: list[_Outgoing]) -> None:
-        sha = self._shas["publish"]
-        where = f"Redis at {self.url.redacted()} (publish)"
-        todo = _merge(round_)
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for batch in todo:
-                pipe.evalsha(sha, 0, self.prefix, *batch.args)
-            try:
-                results = await pipe.execute(raise_on_error=False)
-            except _ERRORS as exc:
-                raise PublishFailed(f"{where}: the outcome is unknown: {exc!r}") from exc
-            missing: list[_Outgoing] = []
-            for batch, result in zip(todo, results, strict=True):
-                if isinstance(result, redis_errors.NoScriptError) and attempt == 0:
-                    missing.append(batch)
-                elif isinstance(result, BaseException):
-                    error = _translate(result, PublishFailed, where)
-                    for done in batch.waiters:
-                        if not done.done():
-                            done.set_exception(error)
-                else:
-                    for done in batch.waiters:
-                        if not done.done():
-                            done.set_result(None)
-            if not missing:
-                return
-            try:
-                await self._load_scripts()
-            except _ERRORS as exc:
-                raise PublishFailed(f"{where}: {exc!r}") from exc
-            todo = missing
+        assert self._publisher is not None
+        return self._publisher
 
     # -- consuming --------------------------------------------------------------------------
 
@@ -554,37 +493,40 @@ class RedisTransport(Transport):
         await self.eval("retire", consumer.queue, consumer.name, *consumer.held)
 
     async def ack(self, delivery: Delivery) -> None:
-        await self.ack_many((delivery,))
+        consumer, stream, entry_id = delivery.tag
+        if not consumer.auto_ack:
+            consumer.settled(entry_id)
+            self.queue_ack(stream, entry_id)
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """Queue the acks and return, as AMQP's basic.ack does: the acks of a whole loop
         iteration go out in one pipeline. An ack that never lands means a redelivery."""
-        queued = False
         for delivery in deliveries:
             consumer, stream, entry_id = delivery.tag
-            if consumer.auto_ack:
-                continue
-            consumer.settled(entry_id)
-            self._acks.setdefault(stream, []).append(entry_id)
-            queued = True
-        if not queued:
-            return
+            if not consumer.auto_ack:
+                consumer.settled(entry_id)
+                self.queue_ack(stream, entry_id)
+
+    def queue_ack(self, stream: str, entry_id: bytes) -> None:
+        """XACK and XDEL the entry with the next round of acks."""
         self.client  # noqa: B018 - raises Closed on a closed transport
+        self._acks.setdefault(stream, []).append(entry_id)
         if self._acking is None or self._acking.done():
             self._acking = asyncio.ensure_future(self._ack_loop())
 
     async def _ack_loop(self) -> None:
-        """XACK and XDEL everything acked meanwhile, one pipeline per round."""
+        """XACK and XDEL everything acked meanwhile, one write per round."""
+        assert self._ack_link is not None
         while self._acks:
             acks, self._acks = self._acks, {}
-            pipe = self.client.pipeline(transaction=False)
+            commands: list[bytes] = []
             for stream, ids in acks.items():
-                pipe.xack(stream, "g", *ids)
-                pipe.xdel(stream, *ids)
+                commands.append(command("XACK", stream, "g", *ids))
+                commands.append(command("XDEL", stream, *ids))
             try:
-                await pipe.execute()
+                await self._ack_link.call(*commands)
             except _ERRORS as exc:
-                error = _translate(exc, ConnectionFailed, f"Redis at {self.url.redacted()} (ack)")
+                error = translate(exc, ConnectionFailed, f"Redis at {self.url.redacted()} (ack)")
                 count = sum(len(ids) for ids in acks.values())
                 log.warning("%d acks did not reach Redis; redelivered later: %s", count, error)
 
