@@ -129,7 +129,7 @@ class Rpc:
         async def process(delivery: Delivery) -> None:
             request = delivery.envelope
             try:
-                result = await runner(decode_body(request.body, request.content_type))
+                result = await runner.call(decode_body(request.body, request.content_type))
                 reply = bus.envelope(result, persistent=False) if request.reply_to else None
             except Exception as exc:
                 reply = _error_reply(exc) if request.reply_to else None

@@ -29,20 +29,23 @@ Process = Callable[[Delivery], Awaitable[None]]
 
 
 class HandlerRunner:
-    """Calls a user handler the right way for its kind (coroutine or plain function)."""
+    """Calls a user handler the right way for its kind: ``await runner.call(argument)`` awaits
+    a coroutine function itself (no wrapper on the per-message path) and runs a plain function
+    on the runner's threads."""
 
     def __init__(self, handler: Callable[..., Any], concurrency: int, name: str) -> None:
         self.handler = handler
         self.is_async = inspect.iscoroutinefunction(handler)
-        self._pool = (
-            None
-            if self.is_async
-            else ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"polybus-{name}")
-        )
+        self.call: Callable[[Any], Awaitable[Any]]
+        if self.is_async:
+            self._pool = None
+            self.call = handler
+        else:
+            prefix = f"polybus-{name}"
+            self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=prefix)
+            self.call = self._in_thread
 
-    async def __call__(self, argument: Any) -> Any:
-        if self._pool is None:
-            return await self.handler(argument)
+    async def _in_thread(self, argument: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.handler, argument)
 
     def shutdown(self) -> None:
@@ -129,11 +132,11 @@ async def start_handler_worker(
     """A worker that calls ``handler(message)``: ack on return (unless the spec auto-acks),
     ``on_failure`` when the handler raises."""
     runner = HandlerRunner(handler, concurrency, spec.queue)
-    transport = bus.transport
+    call, transport = runner.call, bus.transport
 
     async def process(delivery: Delivery) -> None:
         try:
-            await runner(make_message(delivery))
+            await call(make_message(delivery))
         except Exception as exc:
             await on_failure(delivery, exc)
             return

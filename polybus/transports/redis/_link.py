@@ -30,6 +30,7 @@ from redis.asyncio.connection import AbstractConnection
 from polybus.transports.redis._errors import ERRORS
 
 HIGH_WATER = 4 << 20  # bytes written and not yet sent before a sender waits
+READ_SIZE = 1 << 20  # bytes read from the socket at once, at most
 
 
 def command(*args: bytes | str | int) -> bytes:
@@ -116,13 +117,15 @@ class Endpoint:
     connect_timeout: float
 
 
-class SocketWire(Wire, asyncio.Protocol):
-    """An asyncio protocol on a TCP (or TLS) connection to Redis, parsing with hiredis."""
+class SocketWire(Wire, asyncio.BufferedProtocol):
+    """An asyncio protocol on a TCP (or TLS) connection to Redis, parsing with hiredis. The
+    socket is read into one buffer of its own, not into a new bytes object per read."""
 
     def __init__(self) -> None:
         import hiredis  # the redis extra installs it; checked when the transport connects
 
         self._parser = hiredis.Reader(replyError=error_reply)
+        self._buffer = memoryview(bytearray(READ_SIZE))
         self._waiting = _Waiting()
         self._transport: asyncio.Transport | None = None
         self._can_write: asyncio.Future[None] | None = None
@@ -159,9 +162,12 @@ class SocketWire(Wire, asyncio.Protocol):
         transport.set_write_buffer_limits(high=HIGH_WATER)
         self._transport = transport
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         parser = self._parser
-        parser.feed(data)
+        parser.feed(self._buffer, 0, nbytes)  # type: ignore[arg-type]  # any buffer; it copies
         waiting = self._waiting
         while (reply := parser.gets()) is not False:
             waiting.reply(reply)

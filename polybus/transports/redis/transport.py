@@ -56,7 +56,14 @@ from polybus.core.url import BrokerURL
 from polybus.transports.redis._consumer import Consumer
 from polybus.transports.redis._errors import ERRORS as _ERRORS
 from polybus.transports.redis._errors import translate
-from polybus.transports.redis._link import ClientWire, Endpoint, Link, SocketWire, Wire, command
+from polybus.transports.redis._link import (
+    ClientWire,
+    Endpoint,
+    Link,
+    SocketWire,
+    Wire,
+    bulk_strings,
+)
 from polybus.transports.redis._lua import PRELUDE, SCRIPTS
 from polybus.transports.redis._publisher import Publisher
 
@@ -143,6 +150,15 @@ FAKEREDIS_CAPABILITIES = replace(
     persistence=False,
     reason="fakeredis keeps its data in this process's memory: there is no restart to survive",
 )
+
+
+def _ack_and_delete(stream: str, ids: list[bytes]) -> tuple[bytes, bytes]:
+    """``XACK <stream> g <ids>`` and ``XDEL <stream> <ids>``, the ids packed once for both."""
+    packed = b"".join([b"$%d\r\n%s\r\n" % (len(entry_id), entry_id) for entry_id in ids])
+    return (
+        b"*%d\r\n%s%s" % (3 + len(ids), bulk_strings("XACK", stream, "g"), packed),
+        b"*%d\r\n%s%s" % (2 + len(ids), bulk_strings("XDEL", stream), packed),
+    )
 
 
 class RedisTransport(Transport):
@@ -521,8 +537,7 @@ class RedisTransport(Transport):
             acks, self._acks = self._acks, {}
             commands: list[bytes] = []
             for stream, ids in acks.items():
-                commands.append(command("XACK", stream, "g", *ids))
-                commands.append(command("XDEL", stream, *ids))
+                commands += _ack_and_delete(stream, ids)
             try:
                 await self._ack_link.call(*commands)
             except _ERRORS as exc:
