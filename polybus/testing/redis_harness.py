@@ -24,6 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from polybus.core.transport import Capabilities
@@ -134,6 +135,16 @@ class OwnedRedis:
     def restart(self) -> None:
         self.kill()
         self.start()
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """SIGSTOP until the block ends: a server that hangs with its connections open."""
+        assert self._process is not None, "start() first"
+        self._process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._process.send_signal(signal.SIGCONT)
 
     def remove(self) -> None:
         self.kill()

@@ -34,6 +34,15 @@ def redis_url(harness: RedisHarness, namespace: str) -> str:
     return harness.url(namespace)
 
 
+@pytest.fixture(params=["redis", "fakeredis"])
+def any_url(request: pytest.FixtureRequest, namespace: str) -> str:
+    """The shared server's URL, then a fakeredis one: tests of code both run."""
+    if request.param == "fakeredis":
+        return f"fakeredis://{namespace}?namespace={namespace}&heartbeat=2"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
 @pytest.fixture
 def owned_redis() -> Iterator[OwnedRedis]:
     """A fresh test-owned server (AOF, appendfsync always), removed after the test."""

@@ -1,0 +1,93 @@
+"""The pipelined links of the Redis transport: what happens when a reply is lost, a queue is
+deleted under a sender, or the server stops answering."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from redis import exceptions as redis_errors
+
+import polybus.aio
+from polybus import Unroutable
+from polybus.core.transport import Envelope
+from polybus.transports.redis._link import Endpoint, Link, SocketWire, command
+
+
+def drop_the_next_read(consumer):
+    """Make the consumer's connection break when an XREADGROUP brings entries, after Redis
+    has moved them onto the consumer's pending list: the reply is lost on its way."""
+    link = consumer.link
+    send = link.send
+
+    async def send_and_lose(commands, **options):
+        replies = await send(commands, **options)
+        if b"XREADGROUP" not in commands[0][:40]:
+            return replies
+        lost = asyncio.get_running_loop().create_future()
+
+        def relay(done):
+            if done.exception() is not None:
+                lost.set_exception(done.exception())
+            elif done.result()[0] is None:  # it timed out, with nothing in it
+                lost.set_result(done.result())
+            else:
+                link.send = send
+                error = redis_errors.ConnectionError("the test lost this reply")
+                link._wire.close(error)
+                lost.set_exception(error)
+
+        replies.add_done_callback(relay)
+        return lost
+
+    link.send = send_and_lose
+
+
+async def test_entries_of_a_read_whose_reply_was_lost_are_delivered_again(any_url):
+    async with polybus.aio.connect(any_url) as bus:
+        q = bus.work_queue("lost", dead_letter=None)
+        async with q.consume(prefetch=10) as sub:
+            # Given a consumer whose next read will lose its reply
+            (consumer,) = bus.transport._consumers.values()
+            drop_the_next_read(consumer)
+            # When a message is read by it, and the reply with it never arrives
+            await q.send("a")
+            # Then the consumer returns it to the queue and gets it again, a second delivery
+            msg = await sub.receive(timeout=10)
+            assert (msg.body, msg.redelivered, msg.delivery_count) == ("a", True, 2)
+            await msg.ack()
+        assert await q.size() == 0
+
+
+async def test_a_send_to_a_queue_deleted_elsewhere_writes_nothing(any_url):
+    async with polybus.aio.connect(any_url) as bus, polybus.aio.connect(any_url) as other:
+        transport = bus.transport
+        q = bus.work_queue("doomed", dead_letter=None)
+        await q.send("first")  # declared here: later sends go straight to its stream
+        # Given the queue deleted by another connection
+        await other.transport.delete_queue(q.name)
+        # When this bus sends to it again
+        await q.send("dropped")
+        with pytest.raises(Unroutable):
+            await transport.publish("", q.name, Envelope(b"refused"), mandatory=True)
+        # Then the message went nowhere: no stream was made again for it
+        assert await transport.client.exists(transport.stream_key(q.name, 0)) == 0
+
+
+async def test_a_server_that_stops_answering_fails_what_waits_on_it(owned_redis):
+    endpoint = Endpoint("127.0.0.1", owned_redis.port, 0, None, None, False, 2.0)
+    link = Link(lambda: SocketWire.open(endpoint), timeout=0.5)
+    try:
+        assert await link.call(command("PING")) == [b"PONG"]
+        # Given a server that hangs with its connections open
+        with owned_redis.frozen():
+            started = time.monotonic()
+            # Then a command waits only the link's timeout
+            with pytest.raises(redis_errors.TimeoutError):
+                await link.call(command("PING"))
+            assert time.monotonic() - started < 2
+        # And the next command goes out on a new connection
+        assert await link.call(command("PING")) == [b"PONG"]
+    finally:
+        await link.close()
