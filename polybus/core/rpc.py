@@ -3,7 +3,12 @@
 A client (one per bus) owns one transient reply queue and one consumer for it, however many calls
 are in flight; each call waits on its own future keyed by a unique correlation id, so a reply is
 never handed to the wrong caller and nobody polls. Servers ack a request only after its reply is
-published, so a server that dies mid-call leaves the request for another.
+published (handed to the connection, ahead of the ack), so a server that dies mid-call leaves the
+request for another.
+
+Requests and replies are published unconfirmed: their loss already has a visible outcome (the
+caller's ``RpcTimeout``), and waiting for a confirmation would put a round trip on every call —
+the server's ack, and with it the broker's next delivery under prefetch 1, would wait for it.
 """
 
 from __future__ import annotations
@@ -65,16 +70,18 @@ class RpcClient:
         correlation_id = os.urandom(12).hex()
         envelope.correlation_id = correlation_id
         envelope.reply_to = reply_to
-        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Delivery] = loop.create_future()
         self._pending[correlation_id] = future
+        # a timer rather than asyncio.wait_for, which costs the reply two more loop turns
+        timer = loop.call_later(timeout, _time_out, future, queue, timeout)
         try:
-            await self.bus.transport.publish("", queue, envelope)
-            delivery = await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            raise RpcTimeout(
-                f"no reply from {queue!r} within {timeout}s; is a server running on it?"
-            ) from None
+            # unconfirmed: a request that is lost shows as RpcTimeout, and a confirm would
+            # cost the caller another frame to read and another wake-up
+            await self.bus.transport.publish_unconfirmed("", queue, envelope)
+            delivery = await future
         finally:
+            timer.cancel()
             self._pending.pop(correlation_id, None)
         reply = delivery.envelope
         if reply.headers.get(ERROR_HEADER):
@@ -135,13 +142,22 @@ class Rpc:
                 reply = _error_reply(exc) if request.reply_to else None
             if reply is not None and request.reply_to:
                 reply.correlation_id = request.correlation_id
-                await transport.publish("", request.reply_to, reply)
+                # handed to the connection before the ack: a server that dies before that
+                # leaves the request to another; a reply lost after is the caller's RpcTimeout
+                await transport.publish_unconfirmed("", request.reply_to, reply)
             await transport.ack(delivery)
 
         await self.declare()
         spec = ConsumeSpec(self.name, RPC_QUEUE, prefetch=max(1, prefetch or concurrency))
         worker = Worker(bus, spec, process, concurrency=concurrency, runner=runner)
         return await worker.start()
+
+
+def _time_out(future: asyncio.Future[Delivery], queue: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(
+            RpcTimeout(f"no reply from {queue!r} within {timeout}s; is a server running on it?")
+        )
 
 
 def _error_reply(exc: BaseException) -> Envelope:

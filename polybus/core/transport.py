@@ -180,6 +180,16 @@ class Transport(ABC):
         :raises PublishFailed: the broker refused the message or the outcome is unknown.
         """
 
+    async def publish_unconfirmed(self, exchange: str, key: str, envelope: Envelope) -> None:
+        """Publish without waiting for the broker to confirm it: return once the message is
+        handed to the connection, ahead of anything this transport sends after (an ack). For a
+        sender that learns of a loss another way (a request whose answer does not come in
+        time); it is ``publish`` unless a transport can save the round trip.
+
+        :raises PublishFailed: the message could not be handed over.
+        """
+        await self.publish(exchange, key, envelope)
+
     async def publish_many(
         self, exchange: str, items: Sequence[tuple[str, Envelope]], *, mandatory: bool = False
     ) -> None:

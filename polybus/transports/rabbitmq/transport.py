@@ -42,6 +42,7 @@ from polybus.transports.rabbitmq._convert import (
     queue_arguments,
     settings_from_url,
     to_properties,
+    translate,
 )
 from polybus.transports.rabbitmq._publisher import Pending, Publisher
 
@@ -86,6 +87,7 @@ class RabbitMQTransport(Transport):
         self._idle: list[AmqpChannel] = []
         self._publisher: Publisher | None = None
         self._publisher_lock = asyncio.Lock()
+        self._unconfirmed: AmqpChannel | None = None  # for publish_unconfirmed
         self._unsent: list[Pending] = []  # unconfirmed when the connection dropped
         self._queues: dict[str, QueueOptions] = {}
         self._exchanges: dict[str, tuple[ExchangeKind, bool]] = {}
@@ -142,6 +144,7 @@ class RabbitMQTransport(Transport):
         self._connection = connection
         self._idle = []
         self._publisher = None
+        self._unconfirmed = None
 
     def _on_connection_closed(self, connection: AsyncioConnection, reason: BaseException) -> None:
         if connection is not self._connection:
@@ -428,6 +431,18 @@ class RabbitMQTransport(Transport):
         item = Pending(exchange, key, envelope.body, to_properties(envelope), mandatory, future)
         publisher.send(item)
         await future
+
+    async def publish_unconfirmed(self, exchange: str, key: str, envelope: Envelope) -> None:
+        """On a channel without confirms: no ack frame to wait for and read."""
+        doing = f"publishing to {exchange!r} with key {key!r}"
+        channel = self._unconfirmed
+        if channel is None or not channel.is_open:
+            channel = await AmqpChannel.open(await self._live(), doing)
+            self._unconfirmed = channel
+        try:
+            channel.channel.basic_publish(exchange, key, envelope.body, to_properties(envelope))
+        except Exception as exc:
+            raise translate(exc, doing) from exc
 
     async def publish_many(
         self, exchange: str, items: Sequence[tuple[str, Envelope]], *, mandatory: bool = False
