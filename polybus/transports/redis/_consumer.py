@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as redis_errors
@@ -25,7 +26,7 @@ from polybus.core.errors import ConnectionFailed, NotFound
 from polybus.core.transport import DeliverCallback, Delivery
 from polybus.transports.redis._codec import deadline, decode_entry
 from polybus.transports.redis._errors import ERRORS, translate
-from polybus.transports.redis._link import command
+from polybus.transports.redis._link import Replies, command
 
 if TYPE_CHECKING:
     from polybus.transports.redis.transport import RedisTransport
@@ -65,6 +66,8 @@ class Consumer:
         self.stopped = False
         self.link = transport.new_link()
         self._room = asyncio.Event()
+        self._waiting_for_room = False
+        self._next_read: Replies | None = None  # sent the moment room was made (see settled)
         self._fetch_lost = False  # a read failed: its entries may be pending on us, undelivered
         self._task: asyncio.Task[None] | None = None
 
@@ -72,10 +75,17 @@ class Consumer:
         self._task = asyncio.ensure_future(self._run())
 
     def settled(self, entry_id: bytes) -> None:
-        """A delivery was acked or nacked: there is room for one more."""
+        """A delivery was acked or nacked: there is room for one more. Once there is room for
+        a refill, the next read is sent at once, so Redis answers it while the deliveries still
+        held are handled (a consumer task woken later would read only after they all were)."""
         self.held.discard(entry_id)
-        if self._room_left() >= self.refill:
+        if self._waiting_for_room and self._room_left() >= self.refill:
+            self._waiting_for_room = False
             self._room.set()
+            if len(self.streams) == 1 and self.transport.blocking_group_reads:
+                self._next_read = self.link.send_now(
+                    [self._read_command(self._room_left())], timeout=BLOCK_MS / 1000
+                )
 
     def _room_left(self) -> int:
         return self.prefetch if self.auto_ack else self.prefetch - len(self.held)
@@ -86,7 +96,11 @@ class Consumer:
             room = self._room_left()
             if room < self.refill and self.held:
                 self._room.clear()
-                await self._room.wait()
+                self._waiting_for_room = True
+                try:
+                    await self._room.wait()
+                finally:
+                    self._waiting_for_room = False
                 continue
             try:
                 if self._fetch_lost:
@@ -112,16 +126,22 @@ class Consumer:
             for level, entry_id, fields in entries:
                 self._deliver(level, entry_id, fields)
 
+    def _read_command(self, room: int) -> bytes:
+        read: list[bytes | str | int] = ["XREADGROUP", "GROUP", "g", self.name, "COUNT", room]
+        if self.transport.blocking_group_reads:
+            read += ["BLOCK", BLOCK_MS]
+        return command(*read, "STREAMS", self.streams[0], ">")
+
     async def _read(self, room: int) -> list[Entry]:
         """New entries of the single stream, waiting up to ``BLOCK_MS`` for the first."""
         stream = self.streams[0]
-        read: list[bytes | str | int] = ["XREADGROUP", "GROUP", "g", self.name, "COUNT", room]
-        read += ["STREAMS", stream, ">"]
-        if self.transport.blocking_group_reads:
-            read[6:6] = ["BLOCK", BLOCK_MS]
-            reply = await self._call(command(*read), BLOCK_MS / 1000)
+        sent, self._next_read = self._next_read, None
+        if sent is not None:
+            reply = self._checked(await self._reply(sent))
+        elif self.transport.blocking_group_reads:
+            reply = await self._call(self._read_command(room), BLOCK_MS / 1000)
         else:
-            reply = await self._call(command(*read))
+            reply = await self._call(self._read_command(room))
             if reply is None:
                 await self._wait_past_delivered(stream)
         if reply is None:
@@ -170,19 +190,29 @@ class Consumer:
 
     async def _call(self, request: bytes, blocks: float = 0.0) -> Any:
         """One command on the consumer's link; its error reply raised as a ``PolybusError``."""
-        where = f"consumer on {self.queue!r} at {self.transport.url.redacted()}"
         for _ in range(2):
-            try:
-                (reply,) = await self.link.call(request, timeout=blocks)
-            except ERRORS as exc:
-                raise ConnectionFailed(f"{where}: {exc!r}") from exc
-            if isinstance(reply, redis_errors.NoScriptError):
-                await self.transport.load_scripts()  # the server restarted: load them again
-                continue
-            if isinstance(reply, redis_errors.ResponseError):
-                raise translate(reply, ConnectionFailed, where)
-            return reply
-        raise ConnectionFailed(f"{where}: Redis keeps losing its scripts")
+            reply = await self._reply(self.link.call(request, timeout=blocks))
+            if not isinstance(reply, redis_errors.NoScriptError):
+                return self._checked(reply)
+            await self.transport.load_scripts()  # the server restarted: load them again
+        raise ConnectionFailed(f"{self._where()}: Redis keeps losing its scripts")
+
+    async def _reply(self, replies: Awaitable[list[Any]]) -> Any:
+        """The one reply of a command sent on the link; a lost connection as
+        ``ConnectionFailed``."""
+        try:
+            (reply,) = await replies
+        except ERRORS as exc:
+            raise ConnectionFailed(f"{self._where()}: {exc!r}") from exc
+        return reply
+
+    def _checked(self, reply: Any) -> Any:
+        if isinstance(reply, redis_errors.ResponseError):
+            raise translate(reply, ConnectionFailed, self._where())
+        return reply
+
+    def _where(self) -> str:
+        return f"consumer on {self.queue!r} at {self.transport.url.redacted()}"
 
     def _deliver(self, level: int, entry_id: bytes, fields: list[Any]) -> None:
         envelope, exchange, key, earlier = decode_entry(fields)

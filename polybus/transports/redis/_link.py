@@ -70,6 +70,10 @@ class Wire(ABC):
         """Write now; the future gets the replies (error replies as ``ResponseError``
         instances, not raised)."""
 
+    def write_now(self, commands: Sequence[bytes]) -> Replies | None:
+        """``write`` without waiting, when that is possible at this moment; else None."""
+        return None
+
     @abstractmethod
     def close(self, reason: BaseException) -> None:
         """Drop the connection; every command still waiting fails with ``reason``."""
@@ -185,11 +189,19 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
     async def write(self, commands: Sequence[bytes]) -> Replies:
         if self.broken is not None:
             raise self.broken
+        replies = self._send(commands)
+        if self._can_write is not None and not self._can_write.done():
+            await self._can_write  # the socket is behind: wait for it to drain
+        return replies
+
+    def write_now(self, commands: Sequence[bytes]) -> Replies | None:
+        behind = self._can_write is not None and not self._can_write.done()
+        return None if self.broken is not None or behind else self._send(commands)
+
+    def _send(self, commands: Sequence[bytes]) -> Replies:
         assert self._transport is not None
         replies = self._waiting.add(len(commands))
         self._transport.write(b"".join(commands))
-        if self._can_write is not None and not self._can_write.done():
-            await self._can_write  # the socket is behind: wait for it to drain
         return replies
 
     def close(self, reason: BaseException) -> None:
@@ -289,6 +301,18 @@ class Link:
             if wire is None or wire.broken is not None:
                 wire = self._wire = await self._open_wire()
             replies = await wire.write(commands)
+        return self._timed(wire, replies, timeout)
+
+    def send_now(self, commands: Sequence[bytes], *, timeout: float = 0.0) -> Replies | None:
+        """``send`` without waiting, when the link can write at once; else None (then
+        ``send``)."""
+        wire = self._wire
+        if wire is None or self._writing.locked():
+            return None
+        replies = wire.write_now(commands)
+        return None if replies is None else self._timed(wire, replies, timeout)
+
+    def _timed(self, wire: Wire, replies: Replies, timeout: float) -> Replies:
         deadline = self._timeout + timeout
         expiry = asyncio.get_running_loop().call_later(deadline, self._expire, wire, replies)
         replies.add_done_callback(lambda _: expiry.cancel())
