@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from polybus.core.codecs import Codec, encode_body, get_codec
+from polybus.core.codecs import Codec, check_headers, encode_body, get_codec
 from polybus.core.errors import CapabilityMissing, Closed, DeclarationConflict
 from polybus.core.names import check_name
 from polybus.core.transport import Capabilities, Envelope, ExchangeKind, QueueOptions, Transport
@@ -177,6 +177,8 @@ class AsyncBus:
         self._require("ttl", options.get("ttl") is not None, "a message")
         data, content_type = encode_body(body, self.codec)
         headers = options.get("headers")
+        if headers:
+            check_headers(headers)
         return Envelope(
             data,
             content_type,

@@ -102,3 +102,21 @@ async def test_unencodable_body_raises_and_sends_nothing(connect):
     async with q.consume() as sub:
         with pytest.raises(ReceiveTimeout):
             await sub.receive(timeout=0.5)
+
+
+async def test_a_header_not_every_broker_can_carry_is_refused_and_nothing_is_sent(connect):
+    bus = await connect()
+    q = bus.work_queue("bad-headers")
+    nested_float = {"outer": [1, {"inner": 1.5}]}
+    for headers in ({"h": 1.5}, {"h": b"raw"}, {"h": 2**64}, {"h": object()}, nested_float):
+        with pytest.raises(SerializationError, match="not every broker"):
+            await q.send("x", headers=headers)
+    with pytest.raises(SerializationError):
+        await q.send_many(["a", "b"], headers={"when": (2026, 11, 25)})
+    await q.send("fine", headers={"deep": {"list": [1, "two", None, True, {"x": -(2**63)}]}})
+    async with q.consume() as sub:
+        msg = await sub.receive(timeout=5)
+        await msg.ack()
+        assert msg.headers["deep"] == {"list": [1, "two", None, True, {"x": -(2**63)}]}
+        with pytest.raises(ReceiveTimeout):
+            await sub.receive(timeout=0.5)
