@@ -1,7 +1,9 @@
-"""``redis://`` / ``rediss://`` (redis-py's asyncio client) and ``fakeredis://`` (server-less).
+"""``redis://`` / ``rediss://`` and ``fakeredis://`` (server-less).
 
 Queues are streams with one consumer group; exchanges, bindings and declarations are keys beside
 them, changed only by the Lua scripts of ``_lua`` (layout and guarantees: ``docs/redis.md``).
+Declarations, scripts and heartbeats use redis-py's asyncio client; publishing (``_publisher``),
+acks and each consumer's reads (``_consumer``) use pipelined links of their own (``_link``).
 
 Liveness: every transport is a member of the ``conns`` sorted set, scored by the deadline its
 heartbeat keeps pushing forward (``?heartbeat=`` seconds, default 10). Each heartbeat also reaps
@@ -9,8 +11,7 @@ connections past their deadline: their pending entries go back to their queues, 
 deliveries, and their exclusive queues are deleted. A consumer that is slow but alive is never
 reaped, however long it holds a message.
 
-Batching: concurrent publishes and acks are coalesced into one pipeline per event-loop turn, and
-a ``publish_many`` run to one key is one script call per thousand messages.
+Batching: the publishes of one event-loop turn are one round of writes, and so are its acks.
 
 Recovery: redis-py reconnects on the next command; consumers retry with backoff; a heartbeat that
 finds the server restarted (its run id changed) or this connection reaped declares again what this
