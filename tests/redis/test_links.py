@@ -4,6 +4,7 @@ deleted under a sender, or the server stops answering."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
@@ -91,3 +92,21 @@ async def test_a_server_that_stops_answering_fails_what_waits_on_it(owned_redis)
         assert await link.call(command("PING")) == [b"PONG"]
     finally:
         await link.close()
+
+
+async def test_closing_a_consumer_with_a_read_in_flight_leaves_no_failure_unread(any_url):
+    unhandled = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _loop, context: unhandled.append(context)
+    )
+    async with polybus.aio.connect(any_url) as bus:
+        q = bus.work_queue("in-flight", dead_letter=None)
+        await q.send_many(list(range(100)))
+        async with q.consume(prefetch=100) as sub:
+            held = [await sub.receive(timeout=5) for _ in range(100)]
+            for msg in held[:50]:  # the 50th ack makes room for a refill: its read goes out
+                await msg.ack()
+        # closed with that read in flight: its reply is never read
+        del held, msg, sub  # what still holds the consumer, and the read it sent
+    gc.collect()
+    assert unhandled == []

@@ -242,4 +242,7 @@ class Consumer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._next_read is not None:  # sent, and now nobody will read its reply
+            self._next_read.cancel()
+            self._next_read = None
         await self.link.close()
