@@ -4,9 +4,9 @@ It reads on a connection of its own (a ``Link``), so that waiting blocks nobody 
 without priorities is one stream: ``XREADGROUP … BLOCK`` takes up to the free room in new
 entries, or waits for the first to arrive, in one round trip and without polling (on fakeredis,
 whose ``XREADGROUP`` with ``COUNT`` never blocks, an empty read is followed by ``XREAD … BLOCK``
-past the group's last delivered entry). A queue with
-priorities has a stream per level and is read by the ``FETCH`` script, highest level first, then
-waited on with ``XREAD`` past the tails the script reported.
+past the group's last delivered entry). A queue with priorities has a stream per level and is
+read by the ``FETCH`` script, highest level first, then waited on with ``XREAD`` past the tails
+the script reported.
 
 An expired entry is never delivered: ``FETCH`` dead-letters it in the script; a plain read
 checks each entry's deadline against the server's clock and has ``SETTLE`` dead-letter it.

@@ -140,8 +140,10 @@ class Publisher:
                 waiters.append(done)
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
-        for done in waiters:
-            await done
+        if len(waiters) == 1:
+            await waiters[0]
+        else:  # gather: every batch's failure is read, not only the first
+            await asyncio.gather(*waiters)
 
     async def drain(self) -> None:
         """Wait for the publishes in flight (on a clean close)."""

@@ -71,7 +71,7 @@ from polybus.transports.redis._publisher import Publisher
 log = logging.getLogger("polybus.redis")
 
 CONCURRENT_SCRIPTS = 32  # script calls in flight at once (each takes a pooled connection)
-MAX_CONNECTIONS = 10_000
+MAX_CONNECTIONS = 10_000  # a ceiling for redis-py's pool, which opens only what is asked for
 SOCKET_TIMEOUT = 10.0  # seconds without a reply before a connection counts as lost
 
 
@@ -510,19 +510,19 @@ class RedisTransport(Transport):
         await self.eval("retire", consumer.queue, consumer.name, *consumer.held)
 
     async def ack(self, delivery: Delivery) -> None:
+        self._ack(delivery)
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            self._ack(delivery)
+
+    def _ack(self, delivery: Delivery) -> None:
+        """Queue the ack and return, as AMQP's basic.ack does: the acks of a whole loop turn
+        go out in one write. An ack that never lands means a redelivery."""
         consumer, stream, entry_id = delivery.tag
         if not consumer.auto_ack:
             consumer.settled(entry_id)
             self.queue_ack(stream, entry_id)
-
-    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        """Queue the acks and return, as AMQP's basic.ack does: the acks of a whole loop
-        iteration go out in one pipeline. An ack that never lands means a redelivery."""
-        for delivery in deliveries:
-            consumer, stream, entry_id = delivery.tag
-            if not consumer.auto_ack:
-                consumer.settled(entry_id)
-                self.queue_ack(stream, entry_id)
 
     def queue_ack(self, stream: str, entry_id: bytes) -> None:
         """XACK and XDEL the entry with the next round of acks."""
