@@ -72,7 +72,7 @@ CONSUME_BYTES = 1024 * 1024
 
 
 def _consume(transport: Any) -> None:
-    """pika's read loop (``_AsyncTransportBase._consume``), reading 256 KB at a time instead of
+    """pika's read loop (``_AsyncTransportBase._consume``), reading 64 KB at a time instead of
     4 KB and stopping at a short read instead of asking the socket again for an EAGAIN."""
     consumed = 0
     while transport._state == transport._STATE_ACTIVE and consumed < CONSUME_BYTES:

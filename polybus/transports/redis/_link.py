@@ -156,9 +156,9 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
             hello.append(command("SELECT", endpoint.db))
         if hello:
             for reply in await (await wire.write(hello)):
-                if isinstance(reply, redis_errors.ResponseError):
+                if isinstance(reply, redis_errors.ResponseError):  # a refused login or db
                     wire.close(reply)
-                    raise redis_errors.AuthenticationError(str(reply))
+                    raise redis_errors.ConnectionError(f"Redis refused the connection: {reply}")
         return wire
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
