@@ -75,3 +75,68 @@ def test_every_builtin_scheme_names_an_importable_path_or_an_extra():
     for scheme, (path, extra) in BUILTIN_TRANSPORTS.items():
         assert ":" in path, scheme
         assert extra is None or extra in {"redis", "fakeredis", "rabbitmq"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:Secret@h:99999/0",
+        "redis://:Secret@h:abc/0",
+        "redis://user:Sec/ret@h:6379/0",
+        "amqp://user:Sec#ret@h:5672/",
+        "amqp://user:Sec?ret@h:5672/",
+        "redis://:Secret@h/0?namespce=x",
+        "amqp://u:Secret@h/?heartbeat=-1",
+        "amqp://u:Secret@h/?ssl_ca_certs=/nowhere",
+        "amqps://u:Secret@h/?ssl_ca_certs=/nowhere",
+    ],
+)
+def test_a_refused_url_never_shows_its_password(url):
+    with pytest.raises(polybus.InvalidURL) as caught:
+        polybus.connect(url)
+    assert "Secret" not in str(caught.value) and "ret@" not in str(caught.value)
+    assert "***" in str(caught.value)
+
+
+def test_repr_and_bus_url_hide_the_password():
+    parsed = parse_url("amqp://user:Secret@host:5672/vh")
+    assert "Secret" not in repr(parsed)
+    assert "Secret" not in parsed.redacted()
+    with polybus.connect("memory://user:Secret@redacted") as bus:
+        assert bus.url == "memory://user:***@redacted"
+
+
+def test_an_empty_url_is_refused_not_taken_for_memory(monkeypatch):
+    monkeypatch.delenv("POLYBUS_URL", raising=False)
+    with pytest.raises(polybus.InvalidURL):
+        polybus.connect("")
+    monkeypatch.setenv("POLYBUS_URL", "")  # set but empty: as if unset
+    assert resolve_url(None) == "memory://"
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        ("redis://localhost/7?namespce=x", "Did you mean 'namespace'"),
+        ("memory://?namspace=x", "Did you mean 'namespace'"),
+        ("amqp://localhost/?hearbeat=5", "Did you mean 'heartbeat'"),
+        ("rediss://localhost/0?ca_certs=/x", "Did you mean 'ssl_ca_certs'"),
+    ],
+)
+def test_an_unknown_url_option_is_refused_with_the_closest_known_one(url, hint):
+    with pytest.raises(polybus.InvalidURL, match=hint):
+        polybus.connect(url)
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["heartbeat=-1", "heartbeat=x", "connect_timeout=0", "reconnect_timeout=-1", "queue_type=x"],
+)
+def test_bad_amqp_options_are_invalid_urls(option):
+    with pytest.raises(polybus.InvalidURL, match=option.split("=")[0]):
+        polybus.connect(f"amqp://guest:guest@127.0.0.1:1/?{option}")
+
+
+def test_an_option_given_twice_is_refused():
+    with pytest.raises(polybus.InvalidURL, match="twice"):
+        polybus.connect("memory://x?namespace=a&namespace=b")

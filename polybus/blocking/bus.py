@@ -85,13 +85,16 @@ class Bus:
             ),
         )
 
-    def pubsub(self, name: str) -> PubSub:
-        """A fanout exchange: every subscriber gets every message."""
-        return PubSub(self, self.core.pubsub(name))
+    def pubsub(self, name: str, *, durable: bool = True) -> PubSub:
+        """A fanout exchange: every subscriber gets every message. ``durable``: the exchange
+        survives a broker restart."""
+        return PubSub(self, self.core.pubsub(name, durable=durable))
 
-    def router(self, name: str, kind: Literal["direct", "topic"] = "direct") -> Router:
+    def router(
+        self, name: str, kind: Literal["direct", "topic"] = "direct", *, durable: bool = True
+    ) -> Router:
         """A direct or topic exchange: subscribers choose messages by routing key."""
-        return Router(self, self.core.router(name, kind))
+        return Router(self, self.core.router(name, kind, durable=durable))
 
     def rpc(self, name: str) -> Rpc:
         """Request/reply over the queue ``name``."""

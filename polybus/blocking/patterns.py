@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from polybus.core import exchange, pubsub, router, rpc, workqueue
 from polybus.core import worker as core_worker
+from polybus.core.arguments import check_timeout
 from polybus.core.errors import Closed, ReceiveTimeout
 from polybus.core.message import Message
 from polybus.core.subscription import ConsumeSpec, QueueConsumer
@@ -53,6 +54,7 @@ class Subscription:
 
     def receive(self, timeout: float | None = None) -> Message:
         """The next message; ``ReceiveTimeout`` if none arrives within ``timeout`` seconds."""
+        timeout = check_timeout(timeout)
         self.start()
         try:
             delivery = self._buffer.get(timeout=timeout)
@@ -108,12 +110,24 @@ class Worker:
         self.core = worker
 
     @property
-    def processed(self) -> int:
-        return self.core.processed
+    def acked(self) -> int:
+        """Messages done: the handler returned."""
+        return self.core.acked
 
     @property
-    def failed(self) -> int:
-        return self.core.failed
+    def retried(self) -> int:
+        """Messages sent again for another attempt after the handler raised."""
+        return self.core.retried
+
+    @property
+    def dead_lettered(self) -> int:
+        """Messages given up on: moved to the dead-letter queue, or dropped without one."""
+        return self.core.dead_lettered
+
+    @property
+    def errors(self) -> int:
+        """Messages polybus could not settle (the broker delivers them again)."""
+        return self.core.errors
 
     def close(self) -> None:
         self._bus.call(self.core.close())

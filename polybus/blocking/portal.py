@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -13,11 +14,19 @@ T = TypeVar("T")
 
 
 class Portal:
-    """Runs an event loop on its own thread; ``call`` runs a coroutine there and waits."""
+    """Runs an event loop on its own thread; ``call`` runs a coroutine there and waits.
+
+    A call that races ``stop()`` never waits for ever: once stopping has begun new calls raise
+    ``Closed``, and a call still waiting when the loop stops (cancelled, or scheduled too late
+    to run) raises ``Closed`` too, never ``concurrent.futures.CancelledError``.
+    """
 
     def __init__(self, name: str = "polybus-loop") -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._lock = threading.Lock()
+        self._waiting: set[concurrent.futures.Future[Any]] = set()
+        self._stopping = False
         self._thread.start()
 
     def _run(self) -> None:
@@ -30,13 +39,26 @@ class Portal:
         if threading.current_thread() is self._thread:
             coroutine.close()
             raise RuntimeError("a blocking polybus call was made from the bus's own loop thread")
-        if not self._thread.is_alive():
-            coroutine.close()
-            raise Closed("the bus is closed")
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+        with self._lock:
+            if self._stopping:
+                coroutine.close()
+                raise Closed("the bus is closed")
+            future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+            self._waiting.add(future)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.CancelledError:
+            raise Closed("the bus was closed during the call") from None
+        finally:
+            with self._lock:
+                self._waiting.discard(future)
 
     def stop(self) -> None:
         """Cancel what is left on the loop, stop it, and join the thread."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
         if not self._thread.is_alive():
             return
 
@@ -47,8 +69,12 @@ class Portal:
                 task.cancel()
             await asyncio.gather(*rest, return_exceptions=True)
 
-        if threading.current_thread() is not self._thread:
+        on_loop_thread = threading.current_thread() is self._thread
+        if not on_loop_thread:
             asyncio.run_coroutine_threadsafe(cancel_rest(), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)
-        if threading.current_thread() is not self._thread:
+        if not on_loop_thread:
             self._thread.join()
+        with self._lock:  # calls whose coroutine never got to run on the stopped loop
+            for future in self._waiting:
+                future.cancel()

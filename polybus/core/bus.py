@@ -16,15 +16,22 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from polybus.core.codecs import Codec, check_headers, encode_body, get_codec
+from polybus.core.arguments import (
+    check_bool,
+    check_known,
+    check_priority,
+    check_property,
+    check_ttl,
+)
+from polybus.core.broker import Broker
+from polybus.core.codecs import Codec, encode_body, get_codec
 from polybus.core.errors import CapabilityMissing, Closed, DeclarationConflict
+from polybus.core.headers import checked_headers
 from polybus.core.names import check_name
 from polybus.core.transport import Capabilities, Envelope, ExchangeKind, QueueOptions, Transport
-from polybus.core.url import create_transport, resolve_url
+from polybus.core.url import create_transport, redact, resolve_url
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
     from polybus.core.pubsub import PubSub
     from polybus.core.router import Router
     from polybus.core.rpc import Rpc, RpcClient
@@ -43,6 +50,9 @@ class SendOptions(TypedDict, total=False):
     persistent: bool
 
 
+SEND_OPTIONS = frozenset(SendOptions.__annotations__)
+
+
 class AsyncBus:
     """``async with polybus.aio.connect(url) as bus:`` — the asyncio entry point."""
 
@@ -53,10 +63,10 @@ class AsyncBus:
         transport: Transport | None = None,
         codec: str | Codec = "json",
     ) -> None:
-        self.url = resolve_url(url) if transport is None else transport.url.raw
-        self.transport = transport if transport is not None else create_transport(self.url)
+        self.transport = transport if transport is not None else create_transport(resolve_url(url))
         self.codec = get_codec(codec) if isinstance(codec, str) else codec
         self.namespace = self.transport.url.namespace
+        self._broker = Broker(self.transport, self.transport.url.settings["operation_timeout"])
         self._queues: dict[str, QueueOptions] = {}
         self._exchanges: dict[str, tuple[ExchangeKind, bool]] = {}
         self._open: dict[int, Callable[[], Awaitable[None]]] = {}
@@ -66,6 +76,11 @@ class AsyncBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self.closed = False
+
+    @property
+    def url(self) -> str:
+        """The broker URL, its password hidden."""
+        return redact(self.transport.url.raw)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -80,7 +95,7 @@ class AsyncBus:
     async def connect(self) -> AsyncBus:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        await self.transport.connect()
+        await self._broker.connect()
         return self
 
     # -- the patterns -----------------------------------------------------------------------
@@ -106,17 +121,20 @@ class AsyncBus:
             message_ttl=message_ttl,
         )
 
-    def pubsub(self, name: str) -> PubSub:
-        """A fanout exchange: every subscriber gets every message."""
+    def pubsub(self, name: str, *, durable: bool = True) -> PubSub:
+        """A fanout exchange: every subscriber gets every message. ``durable``: the exchange
+        survives a broker restart."""
         from polybus.core.pubsub import PubSub
 
-        return PubSub(self, name)
+        return PubSub(self, name, durable=durable)
 
-    def router(self, name: str, kind: Literal["direct", "topic"] = "direct") -> Router:
+    def router(
+        self, name: str, kind: Literal["direct", "topic"] = "direct", *, durable: bool = True
+    ) -> Router:
         """A direct or topic exchange: subscribers choose messages by routing key."""
         from polybus.core.router import Router
 
-        return Router(self, name, kind)
+        return Router(self, name, kind, durable=durable)
 
     def rpc(self, name: str) -> Rpc:
         """Request/reply over the queue ``name``."""
@@ -146,15 +164,21 @@ class AsyncBus:
         self._require("dead_letter", options.dead_letter is not None, f"queue {name!r}")
         self._require("ttl", options.message_ttl is not None, f"queue {name!r}")
         self._require("priority", options.max_priority is not None, f"queue {name!r}")
-        if options.dead_letter is not None:
-            await self.declare_queue(options.dead_letter, QueueOptions(durable=options.durable))
-        await self.transport.declare_queue(name, options)
+        if options.dead_letter is not None:  # dead letters are kept, whatever their queue
+            await self.declare_queue(options.dead_letter, QueueOptions(durable=True))
+        await self._broker.declare_queue(name, options)
         self._queues[name] = options
 
     async def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool = True) -> None:
-        if self._exchanges.get(name) == (kind, durable):
+        known = self._exchanges.get(name)
+        if known == (kind, durable):
             return
-        await self.transport.declare_exchange(name, kind, durable)
+        if known is not None:
+            raise DeclarationConflict(
+                f"exchange {name!r} was declared on this bus as {known[0].value}"
+                f" (durable={known[1]}), now as {kind.value} (durable={durable})"
+            )
+        await self._broker.declare_exchange(name, kind, durable)
         self._exchanges[name] = (kind, durable)
 
     def forget_queue(self, name: str) -> None:
@@ -172,24 +196,28 @@ class AsyncBus:
                 f" ({capabilities.reason or 'not supported'}); drop the option or switch brokers"
             )
 
-    def envelope(self, body: Any, **options: Unpack[SendOptions]) -> Envelope:
-        """Encode a body (raising ``SerializationError`` before anything is sent) with ids."""
-        self._require("ttl", options.get("ttl") is not None, "a message")
-        data, content_type = encode_body(body, self.codec)
+    def envelope(self, body: Any, options: SendOptions, call: str = "send") -> Envelope:
+        """Check the options and encode the body — raising ``InvalidArgument`` or
+        ``SerializationError`` before anything is sent — and add the ids."""
+        if self.closed:
+            raise Closed(f"the bus to {self.url} is closed")
+        check_known(options, SEND_OPTIONS, call)
+        ttl = check_ttl(options.get("ttl"))
+        self._require("ttl", ttl is not None, "a message")
         headers = options.get("headers")
-        if headers:
-            check_headers(headers)
+        data, content_type = encode_body(body, self.codec)
         return Envelope(
             data,
             content_type,
-            dict(headers) if headers else {},
-            options.get("message_id") or f"{self._id_prefix}-{next(self._ids)}",
-            options.get("correlation_id"),
-            options.get("reply_to"),
+            checked_headers(headers) if headers is not None else {},
+            check_property(options.get("message_id"), "message_id")
+            or f"{self._id_prefix}-{next(self._ids)}",
+            check_property(options.get("correlation_id"), "correlation_id"),
+            check_property(options.get("reply_to"), "reply_to"),
             time.time(),
-            options.get("priority"),
-            options.get("ttl"),
-            options.get("persistent", True),
+            check_priority(options.get("priority")),
+            ttl,
+            check_bool(options.get("persistent", True), "persistent"),
         )
 
     def rpc_client(self) -> RpcClient:
@@ -223,7 +251,7 @@ class AsyncBus:
             await close()
         if self._rpc_client is not None:
             await self._rpc_client.close()
-        await self.transport.close()
+        await self._broker.close()
 
     async def run(self) -> None:
         """Serve until SIGINT/SIGTERM (or ``close()``), then shut down gracefully."""

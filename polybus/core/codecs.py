@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from polybus.core.errors import ConfigurationError, MissingDependency, SerializationError
+from polybus.core.limits import MAX_BODY
 
 BYTES = "application/octet-stream"
 TEXT = "text/plain; charset=utf-8"
@@ -89,64 +90,28 @@ def get_codec(name: str) -> Codec:
 
 
 def encode_body(value: Any, codec: Codec) -> tuple[bytes, str]:
-    """Bytes as is, str as utf-8, anything else with ``codec``; raise ``SerializationError``."""
+    """Bytes as is, str as utf-8, anything else with ``codec``; raise ``SerializationError``
+    for what cannot be encoded or is larger than every broker carries."""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value), BYTES
-    if isinstance(value, str):
-        return value.encode(), TEXT
-    try:
-        return codec.encode(value), codec.content_type
-    except Exception as exc:
-        raise SerializationError(
-            f"cannot encode a {type(value).__name__} with the {codec.content_type} codec: {exc}; "
-            "send bytes, str or a value the codec supports"
-        ) from exc
-
-
-MAX_HEADER_DEPTH = 32
-_INT64 = range(-(2**63), 2**63)
-
-
-def check_headers(headers: dict[str, Any]) -> None:
-    """Refuse, before anything is sent, a header that not every transport can carry: Redis
-    keeps headers as JSON, RabbitMQ as AMQP field tables (no floats, 64-bit integers), memory
-    as they are. So code tested on ``memory://`` fails there exactly as it would on a broker.
-
-    :raises SerializationError: naming the header and what to send instead.
-    """
-    for key, value in headers.items():
-        if not isinstance(key, str):
-            raise SerializationError(f"header name {key!r} is not a str")
-        _check_header_value(value, repr(key), 0)
-
-
-def _check_header_value(value: Any, where: str, depth: int) -> None:
-    if value is None or isinstance(value, (str, bool)):
-        return
-    if isinstance(value, int):
-        if value in _INT64:
-            return
-        problem = f"{value} does not fit in 64 bits"
-    elif depth >= MAX_HEADER_DEPTH:
-        problem = f"nests deeper than {MAX_HEADER_DEPTH} levels"
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_header_value(item, f"{where}[{index}]", depth + 1)
-        return
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                problem = f"has a key that is not a str ({key!r})"
-                break
-            _check_header_value(item, f"{where}[{key!r}]", depth + 1)
-        else:
-            return
+        data, content_type = bytes(value), BYTES
     else:
-        problem = f"is a {type(value).__name__}"
-    raise SerializationError(
-        f"header {where} {problem}, which not every broker can carry; use str, int (64-bit), "
-        "bool, None, or lists and dicts of them (a float or a date as a str); nothing was sent"
-    )
+        try:
+            if isinstance(value, str):
+                data, content_type = value.encode(), TEXT
+            else:
+                data, content_type = codec.encode(value), codec.content_type
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot encode a {type(value).__name__} with the {codec.content_type} codec:"
+                f" {exc}; send bytes, str or a value the codec supports"
+            ) from exc
+    if len(data) > MAX_BODY:
+        raise SerializationError(
+            f"the body is {len(data) / 2**20:.1f} MiB, more than the {MAX_BODY >> 20} MiB every"
+            " broker carries (RabbitMQ's max_message_size); store it elsewhere and send a"
+            " reference; nothing was sent"
+        )
+    return data, content_type
 
 
 def decode_body(data: bytes, content_type: str) -> Any:

@@ -5,7 +5,8 @@ PolybusError
 │   ├── InvalidURL
 │   ├── UnknownScheme
 │   └── MissingDependency
-├── InvalidName                 queue/exchange name, routing key or pattern
+├── InvalidArgument             an argument out of range or of the wrong type (also a ValueError)
+│   └── InvalidName             queue/exchange name, routing key or pattern
 ├── SerializationError          body the codec cannot encode (or decode)
 ├── DeclarationConflict         redeclared with other options
 ├── NotFound                    the queue or exchange does not exist
@@ -42,7 +43,11 @@ class MissingDependency(ConfigurationError):
     """A transport's client library is not installed."""
 
 
-class InvalidName(PolybusError, ValueError):
+class InvalidArgument(PolybusError, ValueError):
+    """An argument is of the wrong type or outside what every broker accepts."""
+
+
+class InvalidName(InvalidArgument):
     """A queue or exchange name, routing key or binding pattern is not valid."""
 
 

@@ -5,11 +5,13 @@ that are either transient (a unique exclusive queue that dies with its consumer)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from polybus.core.arguments import check_bool, check_int, check_prefetch
+from polybus.core.deadletters import Outcome
 from polybus.core.message import AsyncMessage, BaseMessage
-from polybus.core.names import check_name
+from polybus.core.names import check_name, derived_name
 from polybus.core.subscription import ConsumeSpec
 from polybus.core.transport import Delivery, ExchangeKind, QueueOptions
 from polybus.core.worker import Worker, start_handler_worker
@@ -24,36 +26,41 @@ NAMED = QueueOptions(durable=True)
 
 
 class ExchangePattern:
-    def __init__(self, bus: AsyncBus, name: str, kind: ExchangeKind) -> None:
+    def __init__(self, bus: AsyncBus, name: str, kind: ExchangeKind, durable: bool) -> None:
         self.bus = bus
         self.name = bus.qualify(name, "exchange")
         self.kind = kind
+        self.durable = check_bool(durable, "durable")
 
     async def declare(self) -> None:
-        await self.bus.declare_exchange(self.name, self.kind)
+        await self.bus.declare_exchange(self.name, self.kind, self.durable)
 
-    async def _publish(self, body: Any, key: str, mandatory: bool, options: SendOptions) -> None:
-        envelope = self.bus.envelope(body, **options)
+    async def _publish(
+        self, body: Any, key: str, mandatory: bool, options: SendOptions, call: str
+    ) -> None:
+        envelope = self.bus.envelope(body, options, call)
         await self.declare()
-        await self.bus.transport.publish(self.name, key, envelope, mandatory=mandatory)
+        await self.bus._broker.publish(
+            self.name, key, envelope, mandatory=check_bool(mandatory, "mandatory")
+        )
 
     def subscription_spec(
-        self, keys: Iterable[str], name: str | None, prefetch: int, auto_ack: bool | None
+        self, keys: Sequence[str], name: str | None, prefetch: int, auto_ack: bool | None
     ) -> ConsumeSpec:
         bindings = tuple((self.name, key) for key in keys)
         transient = name is None
         if name is None:
             queue = self.bus.transient_name("sub")
         else:  # the exchange name already carries the namespace
-            queue = f"{self.name}.{check_name(name, 'subscription')}"
+            queue = derived_name(self.name, check_name(name, "subscription"))
         return ConsumeSpec(
             queue,
             TRANSIENT if transient else NAMED,
             bindings,
-            prefetch=max(1, prefetch),
-            auto_ack=transient if auto_ack is None else auto_ack,
+            prefetch=check_prefetch(prefetch),
+            auto_ack=transient if auto_ack is None else check_bool(auto_ack, "auto_ack"),
             transient=transient,
-            exchange=(self.name, self.kind),
+            exchange=(self.name, self.kind, self.durable),
         )
 
     async def start_worker(
@@ -64,12 +71,14 @@ class ExchangePattern:
         concurrency: int,
     ) -> Worker:
         """Run ``handler(message)`` per message; ack on return, reject on an exception."""
-        transport = self.bus.transport
+        broker = self.bus._broker
+        concurrency = check_int(concurrency, "concurrency", 1)
 
-        async def reject(delivery: Delivery, exc: Exception) -> None:
+        async def reject(delivery: Delivery, exc: Exception) -> Outcome:
             log.error("handler failed on a message from %s; rejected", self.name, exc_info=exc)
             if not spec.auto_ack:
-                await transport.nack(delivery, requeue=False)
+                await broker.nack(delivery, requeue=False)
+            return "dead_lettered"
 
         return await start_handler_worker(
             self.bus, spec, handler, make_message, concurrency=concurrency, on_failure=reject

@@ -17,12 +17,12 @@ if TYPE_CHECKING:
 
 
 class PubSub(ExchangePattern):
-    def __init__(self, bus: AsyncBus, name: str) -> None:
-        super().__init__(bus, name, ExchangeKind.FANOUT)
+    def __init__(self, bus: AsyncBus, name: str, *, durable: bool = True) -> None:
+        super().__init__(bus, name, ExchangeKind.FANOUT, durable)
 
     async def publish(self, body: Any, **options: Unpack[SendOptions]) -> None:
         """Publish to every current subscriber (and every named subscription)."""
-        await self._publish(body, "", False, options)
+        await self._publish(body, "", False, options, "publish")
 
     def subscribe(
         self, *, name: str | None = None, prefetch: int = 100, auto_ack: bool | None = None
@@ -39,5 +39,7 @@ class PubSub(ExchangePattern):
         prefetch: int | None = None,
         concurrency: int = 1,
     ) -> Worker:
-        spec = self.subscription_spec([""], name, prefetch or concurrency, None)
+        spec = self.subscription_spec(
+            [""], name, concurrency if prefetch is None else prefetch, None
+        )
         return await self.async_worker(spec, handler, concurrency)

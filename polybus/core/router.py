@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from polybus.core.errors import InvalidName
+from polybus.core.errors import InvalidArgument, InvalidName
 from polybus.core.exchange import ExchangePattern
 from polybus.core.names import check_key, check_pattern
 from polybus.core.subscription import ConsumeSpec, Subscription
@@ -19,26 +19,36 @@ if TYPE_CHECKING:
 
 
 class Router(ExchangePattern):
-    def __init__(self, bus: AsyncBus, name: str, kind: Literal["direct", "topic"]) -> None:
+    def __init__(
+        self, bus: AsyncBus, name: str, kind: Literal["direct", "topic"], *, durable: bool = True
+    ) -> None:
         if kind not in ("direct", "topic"):
-            raise InvalidName(f"router kind must be 'direct' or 'topic', not {kind!r}")
-        super().__init__(bus, name, ExchangeKind(kind))
+            raise InvalidArgument(f"router kind must be 'direct' or 'topic', not {kind!r}")
+        super().__init__(bus, name, ExchangeKind(kind), durable)
 
     async def publish(
         self, body: Any, *, key: str, mandatory: bool = False, **options: Unpack[SendOptions]
     ) -> None:
         """Publish with a routing key; ``mandatory`` raises ``Unroutable`` if no queue matches."""
         check_key(key)
-        await self._publish(body, key, mandatory, options)
+        await self._publish(body, key, mandatory, options, "publish")
 
     def routing_spec(
         self, keys: Iterable[str], name: str | None, prefetch: int, auto_ack: bool | None
     ) -> ConsumeSpec:
         if isinstance(keys, str):
-            keys = [keys]
-        checked: Sequence[str] = [
-            check_pattern(k) if self.kind is ExchangeKind.TOPIC else check_key(k) for k in keys
-        ]
+            raise InvalidArgument(
+                f"keys must be a list of keys or patterns, not the str {keys!r};"
+                f" did you mean [{keys!r}]?"
+            )
+        try:
+            given = list(keys)
+        except TypeError:
+            raise InvalidArgument(
+                f"keys must be a list of keys or patterns, not {keys!r}"
+            ) from None
+        check = check_pattern if self.kind is ExchangeKind.TOPIC else check_key
+        checked: Sequence[str] = [check(key) for key in given]
         if not checked:
             raise InvalidName("subscribe needs at least one key (use '#' for every message)")
         return self.subscription_spec(checked, name, prefetch, auto_ack)
@@ -63,5 +73,5 @@ class Router(ExchangePattern):
         prefetch: int | None = None,
         concurrency: int = 1,
     ) -> Worker:
-        spec = self.routing_spec(keys, name, prefetch or concurrency, None)
+        spec = self.routing_spec(keys, name, concurrency if prefetch is None else prefetch, None)
         return await self.async_worker(spec, handler, concurrency)

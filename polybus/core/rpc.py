@@ -19,18 +19,22 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from polybus.core.arguments import check_int, check_prefetch, check_seconds
 from polybus.core.codecs import JsonCodec, decode_body
+from polybus.core.deadletters import Outcome
 from polybus.core.errors import RemoteError, RpcTimeout
 from polybus.core.exchange import TRANSIENT
+from polybus.core.limits import MAX_TTL, MIN_TTL
 from polybus.core.subscription import ConsumeSpec, QueueConsumer
 from polybus.core.transport import Delivery, Envelope, QueueOptions
 from polybus.core.worker import HandlerRunner, Worker
 
 if TYPE_CHECKING:
-    from polybus.core.bus import AsyncBus
+    from polybus.core.bus import AsyncBus, SendOptions
 
 ERROR_HEADER = "x-polybus-error"
 RPC_QUEUE = QueueOptions(durable=False)
+_REPLY: SendOptions = {"persistent": False}
 _error_codec = JsonCodec()
 
 
@@ -78,11 +82,13 @@ class RpcClient:
         try:
             # unconfirmed: a request that is lost shows as RpcTimeout, and a confirm would
             # cost the caller another frame to read and another wake-up
-            await self.bus.transport.publish_unconfirmed("", queue, envelope)
+            await self.bus._broker.publish_unconfirmed("", queue, envelope)
             delivery = await future
         finally:
             timer.cancel()
             self._pending.pop(correlation_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # read: a timeout that fired while the publish failed
         reply = delivery.envelope
         if reply.headers.get(ERROR_HEADER):
             error = _error_codec.decode(reply.body)
@@ -114,41 +120,46 @@ class Rpc:
         :raises RpcTimeout: no reply within ``timeout`` seconds (a late reply is dropped).
         :raises RemoteError: the handler raised.
         """
+        timeout = check_seconds(timeout, "timeout", low=MIN_TTL, high=MAX_TTL)
         expiry = timeout if self.bus.capabilities.ttl else None
-        envelope = self.bus.envelope(body, headers=headers, ttl=expiry, persistent=False)
+        options: SendOptions = {"headers": headers, "ttl": expiry, "persistent": False}
+        envelope = self.bus.envelope(body, options, "call")
         await self.declare()
         return await self.bus.rpc_client().call(self.name, envelope, timeout)
 
     async def cast(self, body: Any, *, headers: dict[str, Any] | None = None) -> None:
         """Send a request that expects no reply."""
-        envelope = self.bus.envelope(body, headers=headers, persistent=False)
+        envelope = self.bus.envelope(body, {"headers": headers, "persistent": False}, "cast")
         await self.declare()
-        await self.bus.transport.publish("", self.name, envelope)
+        await self.bus._broker.publish("", self.name, envelope)
 
     async def serve(
         self, handler: Callable[..., Any], *, concurrency: int = 1, prefetch: int | None = None
     ) -> Worker:
         """Answer requests with ``handler(body)``; its return value is the reply body."""
+        concurrency = check_int(concurrency, "concurrency", 1)
+        prefetch = check_prefetch(concurrency if prefetch is None else prefetch)
         runner = HandlerRunner(handler, concurrency, self.name)
         bus = self.bus
-        transport = bus.transport
+        broker = bus._broker
 
-        async def process(delivery: Delivery) -> None:
+        async def process(delivery: Delivery) -> Outcome:
             request = delivery.envelope
             try:
                 result = await runner.call(decode_body(request.body, request.content_type))
-                reply = bus.envelope(result, persistent=False) if request.reply_to else None
+                reply = bus.envelope(result, _REPLY) if request.reply_to else None
             except Exception as exc:
                 reply = _error_reply(exc) if request.reply_to else None
             if reply is not None and request.reply_to:
                 reply.correlation_id = request.correlation_id
                 # handed to the connection before the ack: a server that dies before that
                 # leaves the request to another; a reply lost after is the caller's RpcTimeout
-                await transport.publish_unconfirmed("", request.reply_to, reply)
-            await transport.ack(delivery)
+                await broker.publish_unconfirmed("", request.reply_to, reply)
+            await broker.ack(delivery)
+            return "acked"
 
         await self.declare()
-        spec = ConsumeSpec(self.name, RPC_QUEUE, prefetch=max(1, prefetch or concurrency))
+        spec = ConsumeSpec(self.name, RPC_QUEUE, prefetch=prefetch)
         worker = Worker(bus, spec, process, concurrency=concurrency, runner=runner)
         return await worker.start()
 

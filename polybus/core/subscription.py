@@ -13,8 +13,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from polybus.core.arguments import check_timeout
+from polybus.core.deadletters import UNDECODABLE, dead_letter
 from polybus.core.errors import Closed, PolybusError, ReceiveTimeout
 from polybus.core.inbox import Inbox
 from polybus.core.message import AsyncMessage
@@ -36,11 +38,14 @@ class ConsumeSpec:
     prefetch: int = 1
     auto_ack: bool = False
     transient: bool = False  # the queue is deleted when the consumer closes
-    exchange: tuple[str, ExchangeKind] | None = None  # declared before the bindings
+    exchange: tuple[str, ExchangeKind, bool] | None = None  # (name, kind, durable), declared first
 
 
 class QueueConsumer:
-    """Starts a transport consumer into ``sink``, settles deliveries, and closes cleanly."""
+    """Starts a transport consumer into ``sink``, settles deliveries, and closes cleanly.
+
+    A delivery the transport could not make sense of (its ``defect`` says why) never reaches
+    the sink: it is dead-lettered with the reason, so one malformed message stops nobody."""
 
     def __init__(self, bus: AsyncBus, spec: ConsumeSpec, sink: Callable[[Delivery], None]) -> None:
         self.bus = bus
@@ -49,7 +54,7 @@ class QueueConsumer:
         self._tag: str | None = None
         self._pending: deque[tuple[Delivery, str]] = deque()
         self._flush_scheduled = False
-        self._flushing: set[asyncio.Task[None]] = set()
+        self._flushing: set[asyncio.Task[Any]] = set()
         self.closed = False
 
     @property
@@ -58,23 +63,35 @@ class QueueConsumer:
 
     async def start(self) -> None:
         spec = self.spec
+        broker = self.bus._broker
         if spec.exchange is not None:
             await self.bus.declare_exchange(*spec.exchange)
         await self.bus.declare_queue(spec.queue, spec.options)
         for exchange, key in spec.bindings:
-            await self.bus.transport.bind(spec.queue, exchange, key)
-        self._tag = await self.bus.transport.consume(
-            spec.queue, self._sink, prefetch=spec.prefetch, auto_ack=spec.auto_ack
+            await broker.bind(spec.queue, exchange, key)
+        self._tag = await broker.consume(
+            spec.queue, self._deliver, prefetch=spec.prefetch, auto_ack=spec.auto_ack
         )
+
+    def _deliver(self, delivery: Delivery) -> None:
+        if delivery.defect is None:
+            self._sink(delivery)
+            return
+        undecodable = dead_letter(
+            self.bus, self.spec, delivery, UNDECODABLE, detail=delivery.defect
+        )
+        task = asyncio.ensure_future(self._settle_logged(undecodable))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
 
     async def settle(self, delivery: Delivery, outcome: str) -> None:
         if self.spec.auto_ack:
             return
-        transport = self.bus.transport
+        broker = self.bus._broker
         if outcome == "ack":
-            await transport.ack(delivery)
+            await broker.ack(delivery)
         else:
-            await transport.nack(delivery, requeue=outcome == "requeue")
+            await broker.nack(delivery, requeue=outcome == "requeue")
 
     def settle_threadsafe(self, delivery: Delivery, outcome: str) -> None:
         """Queue a settlement from any thread; one loop wake-up serves a whole batch."""
@@ -96,22 +113,21 @@ class QueueConsumer:
 
     async def _flush(self) -> None:
         self._flush_scheduled = False
+        broker = self.bus._broker
         acks: list[Delivery] = []
         while self._pending:
             delivery, outcome = self._pending.popleft()
             if outcome == "ack":
                 acks.append(delivery)
                 continue
-            await self._settle_logged(self.bus.transport.ack_many(acks))
+            await self._settle_logged(broker.ack_many(acks))
             acks = []
-            await self._settle_logged(
-                self.bus.transport.nack(delivery, requeue=outcome == "requeue")
-            )
+            await self._settle_logged(broker.nack(delivery, requeue=outcome == "requeue"))
         if acks:
-            await self._settle_logged(self.bus.transport.ack_many(acks))
+            await self._settle_logged(broker.ack_many(acks))
 
     @staticmethod
-    async def _settle_logged(settling: Awaitable[None]) -> None:
+    async def _settle_logged(settling: Awaitable[Any]) -> None:
         try:
             await settling
         except PolybusError as exc:
@@ -123,7 +139,7 @@ class QueueConsumer:
         if self._tag is not None:
             tag, self._tag = self._tag, None
             try:
-                await self.bus.transport.cancel(tag)
+                await self.bus._broker.cancel(tag)
             except PolybusError as exc:
                 log.warning("could not cancel consumer on %s: %s", self.spec.queue, exc)
 
@@ -138,11 +154,11 @@ class QueueConsumer:
             await asyncio.gather(*self._flushing, return_exceptions=True)
         if not self.spec.auto_ack:
             for delivery in unreceived:
-                await self._settle_logged(self.bus.transport.nack(delivery, requeue=True))
+                await self._settle_logged(self.bus._broker.nack(delivery, requeue=True))
         if self.spec.transient:
             self.bus.forget_queue(self.spec.queue)
             try:
-                await self.bus.transport.delete_queue(self.spec.queue)
+                await self.bus._broker.delete_queue(self.spec.queue)
             except PolybusError as exc:
                 log.warning("could not delete transient queue %s: %s", self.spec.queue, exc)
 
@@ -170,6 +186,7 @@ class Subscription:
 
     async def receive(self, timeout: float | None = None) -> AsyncMessage:
         """The next message; ``ReceiveTimeout`` if none arrives within ``timeout`` seconds."""
+        timeout = check_timeout(timeout)
         if not self._started:
             await self.start()
         inbox = self._inbox

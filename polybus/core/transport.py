@@ -14,8 +14,9 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from polybus.core.options import UrlOption
 from polybus.core.url import BrokerURL
 
 
@@ -64,7 +65,11 @@ class Envelope:
 
 @dataclass(slots=True)
 class Delivery:
-    """A message handed to a consumer; ``tag`` is the transport's own handle for settling it."""
+    """A message handed to a consumer; ``tag`` is the transport's own handle for settling it.
+
+    ``defect`` says why the transport could not read the message as sent (a malformed header,
+    say): the envelope then holds what could be read, and the consumer dead-letters it.
+    """
 
     envelope: Envelope
     exchange: str
@@ -73,6 +78,7 @@ class Delivery:
     delivery_count: int
     tag: Any
     consumer_tag: str = ""
+    defect: str | None = None
 
 
 DeliverCallback = Callable[[Delivery], None]
@@ -104,9 +110,15 @@ class Transport(ABC):
     """
 
     capabilities: Capabilities = Capabilities()
+    url_options: ClassVar[tuple[UrlOption, ...]] = ()
+    """The query options this transport's URLs take, beside ``polybus.core.options.COMMON``."""
 
     def __init__(self, url: BrokerURL) -> None:
-        self.url = url
+        """Keep the URL, its options checked and parsed into ``url.settings``.
+
+        :raises InvalidURL: an option is unknown or has a wrong value.
+        """
+        self.url = url.configured(self.url_options)
 
     @abstractmethod
     async def connect(self) -> None:

@@ -10,18 +10,18 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
-import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from polybus.core.errors import InvalidURL, MissingDependency, UnknownScheme
+from polybus.core.options import COMMON, UrlOption
 
 if TYPE_CHECKING:
     from polybus.core.transport import Transport
 
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
 ENV_VAR = "POLYBUS_URL"
 DEFAULT_URL = "memory://"
 ENTRY_POINT_GROUP = "polybus.transports"
@@ -37,46 +37,103 @@ BUILTIN_TRANSPORTS: dict[str, tuple[str, str | None]] = {
 }
 
 
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages, logs and ``repr``: everything between
+    the first ``:`` after ``://`` and the last ``@`` of the authority, even when the password
+    holds an unencoded ``/``, ``#``, ``?`` or ``@``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, hostpart = rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{colon}{'***' if colon else ''}@{hostpart}"
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerURL:
-    """A parsed broker URL. ``options`` holds the query string; ``namespace`` is polybus's own
-    option that prefixes every queue and exchange name (isolation for tests and tenants)."""
+    """A parsed broker URL. ``options`` holds the query string as given; ``settings`` the
+    typed values of the options the transport takes (see ``configured``). Its ``repr`` and
+    ``redacted()`` never show the password."""
 
-    raw: str
+    raw: str = field(repr=False)
     scheme: str
     host: str | None
     port: int | None
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)
     path: str
     options: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def namespace(self) -> str:
-        return self.options.get("namespace", "")
+        """polybus's own option: a prefix of every queue and exchange name (isolation for
+        tests and tenants)."""
+        value: str = self.settings.get("namespace", self.options.get("namespace", ""))
+        return value
 
     def redacted(self) -> str:
         """The URL with its password hidden, for messages and logs."""
-        return _PASSWORD.sub(r"\1***@", self.raw, count=1)
+        return redact(self.raw)
+
+    def configured(self, accepted: Iterable[UrlOption]) -> BrokerURL:
+        """This URL with ``settings`` parsed from its options: the ``COMMON`` ones and
+        ``accepted`` (a transport's).
+
+        :raises InvalidURL: an option is unknown (with the closest known name) or its value
+            is wrong (saying what it must be).
+        """
+        known = {option.name: option for option in (*COMMON, *accepted)}
+        settings: dict[str, Any] = {}
+        for name, value in self.options.items():
+            option = known.get(name)
+            if option is None:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise InvalidURL(
+                    f"{self.redacted()!r}: unknown option {name!r} for {self.scheme}://.{hint}"
+                    f" Known options: {', '.join(sorted(known))}."
+                )
+            try:
+                settings[name] = option.parse(value)
+            except ValueError as exc:
+                raise InvalidURL(
+                    f"{self.redacted()!r}: option {name}={value[:60]!r}: {exc}"
+                ) from None
+        for name, option in known.items():
+            settings.setdefault(name, option.default)
+        return replace(self, settings=settings)
 
 
 def resolve_url(url: str | None) -> str:
-    """The explicit URL, else ``$POLYBUS_URL``, else ``memory://``."""
-    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    """The explicit URL, else ``$POLYBUS_URL`` (when set and not empty), else ``memory://``."""
+    if url is not None:
+        return url
+    return os.environ.get(ENV_VAR) or DEFAULT_URL
 
 
 def parse_url(url: str) -> BrokerURL:
-    """Parse a broker URL, or raise ``InvalidURL`` saying what is wrong."""
+    """Parse a broker URL, or raise ``InvalidURL`` saying what is wrong (never showing the
+    password)."""
     if not isinstance(url, str) or "://" not in url:
+        shown = redact(url) if isinstance(url, str) else url
         raise InvalidURL(
-            f"{url!r} is not a broker URL; expected scheme://..., e.g. memory://, "
+            f"{shown!r} is not a broker URL; expected scheme://..., e.g. memory://, "
             "redis://localhost:6379/0 or amqp://guest:guest@localhost:5672/"
         )
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise InvalidURL(f"{url!r} is not a valid broker URL: {exc}") from exc
+        message = str(exc)
+        if parts_password := _password_of(url):
+            message = message.replace(parts_password, "***")
+        raise InvalidURL(f"{redact(url)!r} is not a valid broker URL: {message}") from None
+    options: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in options:
+            raise InvalidURL(f"{redact(url)!r}: option {name!r} is given twice")
+        options[name] = value
     return BrokerURL(
         raw=url,
         scheme=parts.scheme.lower(),
@@ -85,8 +142,13 @@ def parse_url(url: str) -> BrokerURL:
         username=unquote(parts.username) if parts.username is not None else None,
         password=unquote(parts.password) if parts.password is not None else None,
         path=unquote(parts.path),
-        options=dict(parse_qsl(parts.query)),
+        options=options,
     )
+
+
+def _password_of(url: str) -> str:
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    return userinfo.partition(":")[2]
 
 
 def _known_schemes() -> dict[str, str]:

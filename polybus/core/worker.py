@@ -3,7 +3,7 @@
 One implementation serves both APIs: coroutine handlers are awaited on the loop, plain functions
 run on the worker's own threads (``concurrency`` of them), so a blocking handler never stalls the
 loop. What happens after the handler is the caller's ``process`` function: ack on return for work
-queues, a reply for RPC.
+queues, a reply for RPC. ``process`` says how each message ended, and the worker counts it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from polybus.core.errors import PolybusError
+from polybus.core.deadletters import UNDECODABLE, Outcome, dead_letter
+from polybus.core.errors import PolybusError, SerializationError
 from polybus.core.inbox import Inbox
 from polybus.core.subscription import ConsumeSpec, QueueConsumer
 from polybus.core.transport import Delivery
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("polybus")
 
-Process = Callable[[Delivery], Awaitable[None]]
+Process = Callable[[Delivery], Awaitable[Outcome]]
 
 
 class HandlerRunner:
@@ -56,8 +57,11 @@ class HandlerRunner:
 class Worker:
     """Consumes a queue and runs ``process`` on each delivery, ``concurrency`` at a time.
 
-    ``process`` settles the delivery itself. Closing stops new deliveries, lets the running
-    handlers finish, and returns buffered, unstarted deliveries to the queue.
+    Counts, as a user reads them: ``acked`` messages done (the handler returned), ``retried``
+    messages sent again for another attempt, ``dead_lettered`` messages that gave up (moved to
+    the dead-letter queue, or dropped where there is none), and ``errors``, messages polybus
+    could not settle (the broker will deliver them again). Closing stops new deliveries, lets
+    the running handlers finish, and returns buffered, unstarted deliveries to the queue.
     """
 
     def __init__(
@@ -76,8 +80,10 @@ class Worker:
         self._runner = runner
         self._concurrency = concurrency
         self._tasks: list[asyncio.Task[None]] = []
-        self.processed = 0
-        self.failed = 0
+        self.acked = 0
+        self.retried = 0
+        self.dead_lettered = 0
+        self.errors = 0
 
     @property
     def queue(self) -> str:
@@ -95,14 +101,21 @@ class Worker:
             if delivery is None:
                 return
             try:
-                await self._process(delivery)
-                self.processed += 1
+                outcome = await self._process(delivery)
             except PolybusError as exc:
-                self.failed += 1
+                self.errors += 1
                 log.error("worker on %s could not finish a message: %s", self.queue, exc)
+                continue
             except Exception:
-                self.failed += 1
+                self.errors += 1
                 log.exception("worker on %s failed on a message", self.queue)
+                continue
+            if outcome == "acked":
+                self.acked += 1
+            elif outcome == "retried":
+                self.retried += 1
+            else:
+                self.dead_lettered += 1
 
     async def close(self) -> None:
         """Graceful stop: no new deliveries, running handlers finish, the rest go back."""
@@ -117,7 +130,7 @@ class Worker:
         self.bus.untrack(self)
 
 
-OnFailure = Callable[[Delivery, Exception], Awaitable[None]]
+OnFailure = Callable[[Delivery, Exception], Awaitable[Outcome]]
 
 
 async def start_handler_worker(
@@ -130,17 +143,23 @@ async def start_handler_worker(
     on_failure: OnFailure,
 ) -> Worker:
     """A worker that calls ``handler(message)``: ack on return (unless the spec auto-acks),
-    ``on_failure`` when the handler raises."""
+    ``on_failure`` when the handler raises. A message whose body cannot be decoded is
+    dead-lettered without calling the handler: no retry would decode it."""
     runner = HandlerRunner(handler, concurrency, spec.queue)
-    call, transport = runner.call, bus.transport
+    call, broker = runner.call, bus._broker
 
-    async def process(delivery: Delivery) -> None:
+    async def process(delivery: Delivery) -> Outcome:
+        message = make_message(delivery)
         try:
-            await call(make_message(delivery))
+            message.body  # noqa: B018 - decoded now (and kept) to know it can be
+        except SerializationError as exc:
+            return await dead_letter(bus, spec, delivery, UNDECODABLE, detail=str(exc))
+        try:
+            await call(message)
         except Exception as exc:
-            await on_failure(delivery, exc)
-            return
+            return await on_failure(delivery, exc)
         if not spec.auto_ack:
-            await transport.ack(delivery)
+            await broker.ack(delivery)
+        return "acked"
 
     return await Worker(bus, spec, process, concurrency=concurrency, runner=runner).start()

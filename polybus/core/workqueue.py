@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from polybus.core.arguments import check_bool, check_int, check_prefetch, check_ttl
+from polybus.core.deadletters import (
+    RETRIES_EXHAUSTED,
+    Outcome,
+    dead_letter,
+    is_dead_letter_queue,
+)
+from polybus.core.headers import RETRIES
+from polybus.core.limits import MAX_NAME, MAX_PRIORITY
 from polybus.core.message import AsyncMessage, BaseMessage
+from polybus.core.names import check_name, derived_name
 from polybus.core.subscription import ConsumeSpec, Subscription
 from polybus.core.transport import Delivery, QueueOptions
 from polybus.core.worker import Worker, start_handler_worker
@@ -20,12 +29,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("polybus")
 
-RETRIES_HEADER = "x-polybus-retries"
 MessageFactory = Callable[[Delivery], BaseMessage]
 
 
+def dead_letter_name(name: str) -> str:
+    """The default dead-letter queue of a queue: ``<name>.dead``, shortened with a digest when
+    that would be longer than a name may be."""
+    return derived_name(name, "dead", MAX_NAME)
+
+
+def retries_of(headers: dict[str, Any]) -> int:
+    """The retry count a message carries; anything unreadable counts as none."""
+    value = headers.get(RETRIES, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 class WorkQueue:
-    """``send`` to it; ``consume`` it or run a ``worker`` on it. Declared on first use."""
+    """``send`` to it; ``consume`` it or run a ``worker`` on it. Declared on first use.
+
+    By default a queue has a dead-letter queue, ``<name>.dead`` (where the transport has dead
+    letters), which itself has none: ``bus.work_queue("orders.dead")`` reads the dead letters
+    of ``orders``."""
 
     def __init__(
         self,
@@ -39,12 +63,18 @@ class WorkQueue:
     ) -> None:
         self.bus = bus
         self.name = bus.qualify(name)
+        check_bool(durable, "durable")
+        if max_priority is not None:
+            check_int(max_priority, "max_priority", 1, MAX_PRIORITY)
         if dead_letter is True:  # the default: a dead-letter queue where the transport has them
-            dead_letter = f"{name}.dead" if bus.capabilities.dead_letter else None
+            wanted = bus.capabilities.dead_letter and not is_dead_letter_queue(name)
+            dead_letter = dead_letter_name(name) if wanted else None
+        elif dead_letter is not None:
+            check_name(dead_letter, "dead-letter queue")
         self.options = QueueOptions(
             durable=durable,
             dead_letter=bus.qualify(dead_letter) if dead_letter else None,
-            message_ttl=message_ttl,
+            message_ttl=check_ttl(message_ttl, "message_ttl"),
             max_priority=max_priority,
         )
 
@@ -59,28 +89,30 @@ class WorkQueue:
         """Send one message; returns once the broker has confirmed it. Persistent when the
         queue is durable, unless ``persistent=False``."""
         options.setdefault("persistent", self.options.durable)
-        envelope = self.bus.envelope(body, **options)
+        envelope = self.bus.envelope(body, options)
         await self.declare()
-        await self.bus.transport.publish("", self.name, envelope)
+        await self.bus._broker.publish("", self.name, envelope)
 
     async def send_many(
         self, bodies: Iterable[Any], *, headers: dict[str, Any] | None = None
     ) -> None:
         """Send several messages in order, pipelined; all are encoded before any is sent."""
-        persistent = self.options.durable
-        items = [
-            (self.name, self.bus.envelope(body, headers=headers, persistent=persistent))
-            for body in bodies
-        ]
+        options: SendOptions = {"headers": headers, "persistent": self.options.durable}
+        items = [(self.name, self.bus.envelope(body, options, "send_many")) for body in bodies]
         await self.declare()
-        await self.bus.transport.publish_many("", items)
+        await self.bus._broker.publish_many("", items)
 
     def consume(self, *, prefetch: int = 1, auto_ack: bool = False) -> Subscription:
         """A subscription to the queue: ``async with q.consume(prefetch=10) as sub: ...``."""
         return Subscription(self.bus, self.consume_spec(prefetch, auto_ack))
 
     def consume_spec(self, prefetch: int, auto_ack: bool = False) -> ConsumeSpec:
-        return ConsumeSpec(self.name, self.options, prefetch=max(1, prefetch), auto_ack=auto_ack)
+        return ConsumeSpec(
+            self.name,
+            self.options,
+            prefetch=check_prefetch(prefetch),
+            auto_ack=check_bool(auto_ack, "auto_ack"),
+        )
 
     async def worker(
         self,
@@ -91,7 +123,7 @@ class WorkQueue:
         retries: int = 3,
     ) -> Worker:
         """Run ``handler(message)`` on each message: ack on return; on an exception, send it
-        again up to ``retries`` times, then reject it to the dead-letter queue."""
+        again up to ``retries`` times, then move it to the dead-letter queue."""
         return await self.start_worker(
             handler,
             lambda delivery: AsyncMessage(delivery, None),
@@ -109,10 +141,12 @@ class WorkQueue:
         concurrency: int,
         retries: int,
     ) -> Worker:
+        concurrency = check_int(concurrency, "concurrency", 1)
+        retries = check_int(retries, "retries", 0)
         spec = self.consume_spec(prefetch if prefetch is not None else concurrency)
 
-        async def retry_or_dead_letter(delivery: Delivery, exc: Exception) -> None:
-            await self._handle_failure(delivery, exc, retries)
+        async def retry_or_dead_letter(delivery: Delivery, exc: Exception) -> Outcome:
+            return await self._handle_failure(spec, delivery, exc, retries)
 
         return await start_handler_worker(
             self.bus,
@@ -123,14 +157,15 @@ class WorkQueue:
             on_failure=retry_or_dead_letter,
         )
 
-    async def _handle_failure(self, delivery: Delivery, exc: Exception, retries: int) -> None:
+    async def _handle_failure(
+        self, spec: ConsumeSpec, delivery: Delivery, exc: Exception, retries: int
+    ) -> Outcome:
         envelope = delivery.envelope
-        done = int(envelope.headers.get(RETRIES_HEADER, 0))
-        transport = self.bus.transport
+        done = retries_of(envelope.headers)
         if done < retries:
-            headers = {**envelope.headers, RETRIES_HEADER: done + 1}
-            await transport.publish("", self.name, replace(envelope, headers=headers))
-            await transport.ack(delivery)
+            headers = {**envelope.headers, RETRIES: done + 1}
+            await self.bus._broker.publish("", self.name, replace(envelope, headers=headers))
+            await self.bus._broker.ack(delivery)
             log.warning(
                 "retrying message %s on %s (%d/%d): %r",
                 envelope.message_id,
@@ -139,27 +174,18 @@ class WorkQueue:
                 retries,
                 exc,
             )
-            return
-        where = self.options.dead_letter or "nowhere (the queue has no dead-letter queue)"
-        log.error(
-            "message %s on %s failed after %d retries; dead-lettered to %s\n%s",
-            envelope.message_id,
-            self.name,
-            retries,
-            where,
-            "".join(traceback.format_exception(exc)),
-        )
-        await transport.nack(delivery, requeue=False)
+            return "retried"
+        return await dead_letter(self.bus, spec, delivery, RETRIES_EXHAUSTED, error=exc)
 
     async def size(self) -> int:
         """Messages waiting (not counting those delivered and unacked)."""
         await self.declare()
-        return await self.bus.transport.queue_size(self.name)
+        return await self.bus._broker.queue_size(self.name)
 
     async def purge(self) -> int:
         await self.declare()
-        return await self.bus.transport.purge_queue(self.name)
+        return await self.bus._broker.purge_queue(self.name)
 
     async def delete(self) -> None:
-        await self.bus.transport.delete_queue(self.name)
+        await self.bus._broker.delete_queue(self.name)
         self.bus.forget_queue(self.name)

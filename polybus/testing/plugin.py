@@ -93,7 +93,7 @@ class Target:
     opened: list[Any] = field(default_factory=list)
 
     async def connect(self, url: str | None = None, **kwargs: Any) -> Any:
-        url = url or self.harness.url(self.namespace)
+        url = self.harness.url(self.namespace) if url is None else url
         if self.api == "aio":
             bus: Any = await polybus.aio.connect(url, **kwargs)
         else:

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 
+from polybus.core.deadletters import EXPIRED, REJECTED, dead_letter_headers
 from polybus.core.errors import Closed, DeclarationConflict, NotFound, Unroutable
 from polybus.core.topic import topic_matches
 from polybus.core.transport import (
@@ -81,7 +82,7 @@ class _Queue:
             while level:
                 stored = level.popleft()
                 if stored.expires_at is not None and stored.expires_at <= time.monotonic():
-                    broker.dead_letter(self, stored, "expired")
+                    broker.dead_letter(self, stored, EXPIRED)
                     continue
                 return stored
         return None
@@ -90,7 +91,7 @@ class _Queue:
         now = time.monotonic()
         for level in self.levels:
             while level and level[0].expires_at is not None and level[0].expires_at <= now:
-                broker.dead_letter(self, level.popleft(), "expired")
+                broker.dead_letter(self, level.popleft(), EXPIRED)
 
     def take_consumer(self) -> _Consumer | None:
         """The next consumer in round-robin order that may hold one more message."""
@@ -360,7 +361,7 @@ class MemoryBroker:
             if outcome == "requeue":
                 queue.push(stored, front=True)
             elif outcome == "reject":
-                self.dead_letter(queue, stored, "rejected")
+                self.dead_letter(queue, stored, REJECTED)
             if not consumer.active and not consumer.unacked:
                 consumer.connection.consumers.pop(consumer.tag, None)
                 if queue.options.auto_delete and not queue.consumers:
@@ -373,8 +374,7 @@ class MemoryBroker:
         target = self.queues.get(queue.options.dead_letter or "")
         if target is None:
             return
-        headers = dict(stored.envelope.headers)
-        headers.update({"x-death-reason": reason, "x-death-queue": queue.name})
+        headers = dead_letter_headers(stored.envelope.headers, queue=queue.name, reason=reason)
         envelope = replace(stored.envelope, headers=headers, expiration=None)
         ttl = _ttl(envelope, target.options)
         target.push(_Stored(envelope, stored.exchange, stored.routing_key, ttl))

@@ -127,7 +127,7 @@ async def test_restart_mid_stream_loses_no_confirmed_message(rabbit, namespace):
                 try:
                     await q.send(i)
                     confirmed.append(i)
-                except ConnectionFailed:
+                except (ConnectionFailed, PublishFailed):
                     pass  # raised, not dropped: the caller knows it was not confirmed
                 i += 1
                 await asyncio.sleep(0.005)

@@ -44,3 +44,12 @@ async def receive_until_quiet(
 async def assert_nothing_arrives(sub: Any, seconds: float = QUIET) -> None:
     with pytest.raises(ReceiveTimeout):
         await sub.receive(timeout=seconds)
+
+
+async def eventually(check: Any, timeout: float = 10.0) -> None:
+    """Wait until ``check()`` is true (a state others change on their own time), or fail."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"still not true after {timeout}s: {check}")
+        await asyncio.sleep(0.02)

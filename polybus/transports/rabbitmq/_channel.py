@@ -100,3 +100,12 @@ def lost_connection(reason: BaseException) -> bool:
     """Whether a channel closed because its connection went away (not by the broker's or our
     own decision about the channel)."""
     return not isinstance(reason, pika.exceptions.ChannelClosed)
+
+
+def broker_error(reason: BaseException) -> str | None:
+    """The broker's words when it closed the connection over an error of the client's (a hard
+    AMQP error such as FRAME_ERROR, codes 500 and up); None for anything else, such as a
+    restart (CONNECTION_FORCED, 320) or a network failure."""
+    if isinstance(reason, pika.exceptions.ConnectionClosedByBroker) and reason.reply_code >= 500:
+        return f"{reason.reply_code} {reason.reply_text}"
+    return None

@@ -80,7 +80,7 @@ class Consumer:
             properties: pika.BasicProperties,
             body: bytes,
         ) -> None:
-            envelope, previous = to_envelope(properties, body)
+            envelope, previous, defect = to_envelope(properties, body)
             redelivered: bool = method.redelivered
             count = previous + 1 if previous else 2 if redelivered else 1
             if counted:
@@ -94,6 +94,7 @@ class Consumer:
                     count,
                     (self, channel, method.delivery_tag),
                     tag,
+                    defect,
                 )
             )
 

@@ -3,15 +3,19 @@ queue arguments, envelope ↔ message properties, pika exception → ``PolybusEr
 
 from __future__ import annotations
 
-import ssl
+import calendar
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pika
 import pika.exceptions
 
+from polybus.core.deadletters import EXPIRED, REJECTED
 from polybus.core.errors import (
     Closed,
+    ConfigurationError,
     ConnectionFailed,
     DeclarationConflict,
     InvalidURL,
@@ -19,6 +23,8 @@ from polybus.core.errors import (
     PolybusError,
     SerializationError,
 )
+from polybus.core.headers import DEAD_AT, DEAD_QUEUE, DEAD_REASON
+from polybus.core.options import TLS, UrlOption, choice, seconds, tls_context
 from polybus.core.transport import Envelope, QueueOptions
 from polybus.core.url import BrokerURL
 
@@ -40,41 +46,69 @@ class Settings:
     reconnect_timeout: float
 
 
-def settings_from_url(url: BrokerURL) -> Settings:
-    """Connection parameters from an ``amqp://`` / ``amqps://`` URL.
+def _heartbeat(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be whole seconds from 0 (no heartbeats) to 65535")
+    return value
 
-    Query options: ``heartbeat`` (s, default 30), ``connect_timeout`` (s, default 5),
-    ``reconnect_timeout`` (how long an operation waits for a lost connection to come back, s,
-    default 30), ``queue_type`` (``quorum``, the default for durable queues, or ``classic``),
-    ``namespace`` (polybus's name prefix).
+
+URL_OPTIONS = (
+    UrlOption(
+        "heartbeat",
+        _heartbeat,
+        30,
+        "seconds between AMQP heartbeats; 0 turns them off (default 30)",
+    ),
+    UrlOption("connect_timeout", seconds(), 5.0, "seconds to connect (default 5)"),
+    UrlOption(
+        "reconnect_timeout",
+        seconds(),
+        30.0,
+        "seconds a lost connection is tried again before publishes still waiting for their"
+        " confirmation fail (default 30)",
+    ),
+    UrlOption(
+        "queue_type",
+        choice(*QUEUE_TYPES),
+        "quorum",
+        "the type of durable shared queues: quorum (default) or classic",
+    ),
+    *TLS,
+)
+
+
+def settings_from_url(url: BrokerURL) -> Settings:
+    """Connection parameters from an ``amqp://`` / ``amqps://`` URL whose options were
+    checked (``url.settings``; the options are ``URL_OPTIONS``).
+
+    :raises InvalidURL: TLS options on ``amqp://``, or TLS files that cannot be read.
     """
-    options = url.options
-    try:
-        heartbeat = int(options.get("heartbeat", "30"))
-        connect_timeout = float(options.get("connect_timeout", "5"))
-        reconnect_timeout = float(options.get("reconnect_timeout", "30"))
-    except ValueError as exc:
-        raise InvalidURL(f"bad option in {url.redacted()!r}: {exc}") from exc
-    queue_type = options.get("queue_type", "quorum")
-    if queue_type not in QUEUE_TYPES:
-        raise InvalidURL(
-            f"queue_type={queue_type!r} in {url.redacted()!r}: use one of {', '.join(QUEUE_TYPES)}"
-        )
+    given = url.settings
+    connect_timeout = given["connect_timeout"]
     secure = url.scheme == "amqps"
+    ssl_options = None
+    if secure:
+        try:
+            ssl_options = pika.SSLOptions(tls_context(given), url.host)
+        except ConfigurationError as exc:
+            raise InvalidURL(f"{url.redacted()!r}: {exc}") from exc
+    elif any(name.startswith("ssl_") for name in url.options):
+        raise InvalidURL(f"{url.redacted()!r}: ssl_ options need an amqps:// URL")
     vhost = url.path[1:] if len(url.path) > 1 else "/"
     parameters = pika.ConnectionParameters(
         host=url.host or "localhost",
         port=url.port or (5671 if secure else 5672),
         virtual_host=vhost,
         credentials=pika.PlainCredentials(url.username or "guest", url.password or "guest"),
-        heartbeat=heartbeat,
+        heartbeat=given["heartbeat"],
         connection_attempts=1,
         socket_timeout=connect_timeout,
         stack_timeout=connect_timeout,
-        blocked_connection_timeout=reconnect_timeout,
-        ssl_options=pika.SSLOptions(ssl.create_default_context(), url.host) if secure else None,
+        blocked_connection_timeout=given["reconnect_timeout"],
+        ssl_options=ssl_options,
     )
-    return Settings(parameters, queue_type, connect_timeout, reconnect_timeout)
+    return Settings(parameters, given["queue_type"], connect_timeout, given["reconnect_timeout"])
 
 
 def queue_arguments(options: QueueOptions, queue_type: str) -> dict[str, Any]:
@@ -126,17 +160,22 @@ def to_properties(envelope: Envelope) -> pika.BasicProperties:
     )
 
 
-def to_envelope(properties: pika.BasicProperties, body: bytes) -> tuple[Envelope, int]:
-    """The envelope of a received message, and how many times it was delivered before."""
-    headers: dict[str, Any] = properties.headers or {}
-    previous = 0
-    timestamp = float(properties.timestamp) if properties.timestamp is not None else None
-    if headers:
-        exact = headers.pop(TIMESTAMP_HEADER, None)
-        if exact is not None:
-            timestamp = float(exact)
-        previous = int(headers.pop(DELIVERY_COUNT_HEADER, 0))
-    expiration = properties.expiration
+def to_envelope(properties: pika.BasicProperties, body: bytes) -> tuple[Envelope, int, str | None]:
+    """The envelope of a received message, how many times it was delivered before, and what
+    could not be read of it (None when everything could): a message another program sent with
+    a malformed property is still delivered, to be dead-lettered with the reason."""
+    headers: dict[str, Any] = dict(properties.headers or {})
+    defects: list[str] = []
+    timestamp = _read(defects, "timestamp", properties.timestamp, float)
+    exact = headers.pop(TIMESTAMP_HEADER, None)
+    if exact is not None:
+        timestamp = _read(defects, TIMESTAMP_HEADER, exact, float) or timestamp
+    previous = _read(defects, DELIVERY_COUNT_HEADER, headers.pop(DELIVERY_COUNT_HEADER, 0), int)
+    expiration = _read(defects, "expiration", properties.expiration, lambda ms: int(ms) / 1000)
+    priority = _read(defects, "priority", properties.priority, int)
+    headers = {name: _carried(value) for name, value in headers.items()}
+    if "x-death" in headers and DEAD_REASON not in headers:
+        headers.update(_dead_letter_headers(headers))
     envelope = Envelope(
         body,
         properties.content_type or "application/octet-stream",
@@ -145,19 +184,68 @@ def to_envelope(properties: pika.BasicProperties, body: bytes) -> tuple[Envelope
         properties.correlation_id,
         properties.reply_to,
         timestamp,
-        properties.priority,
-        int(expiration) / 1000 if expiration is not None else None,
+        priority,
+        expiration,
         properties.delivery_mode == 2,
     )
-    return envelope, previous
+    return envelope, previous or 0, "; ".join(defects) or None
 
 
-def translate(exc: BaseException, doing: str) -> PolybusError:
-    """The ``PolybusError`` for a pika exception (or a channel's close reason)."""
+def _read(defects: list[str], name: str, value: Any, convert: Callable[[Any], Any]) -> Any:
+    if value is None:
+        return None
+    try:
+        return convert(value)
+    except (TypeError, ValueError, OverflowError):
+        defects.append(f"the {name} property {value!r:.60} is not what it should be")
+        return None
+
+
+def _carried(value: Any) -> Any:
+    """A header value as polybus carries it: AMQP timestamps (in ``x-death``, say) as whole
+    seconds since the epoch, so that headers read from RabbitMQ can be sent again."""
+    if isinstance(value, datetime):
+        return calendar.timegm(value.utctimetuple())
+    if isinstance(value, list):
+        return [_carried(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _carried(item) for key, item in value.items()}
+    return value
+
+
+# RabbitMQ's x-death reasons, as polybus names them
+_DEATH_REASONS = {"rejected": REJECTED, "expired": EXPIRED}
+
+
+def _dead_letter_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    """polybus's dead-letter headers for a message RabbitMQ dead-lettered itself (a reject or
+    an expiry), read from its ``x-death`` (newest death first)."""
+    deaths = [death for death in headers["x-death"] if isinstance(death, dict)]
+    if not deaths:
+        return {}
+    latest = deaths[0]
+    reason = str(latest.get("reason", ""))
+    times = [death["time"] for death in deaths if isinstance(death.get("time"), int)]
+    dead = {
+        DEAD_QUEUE: str(latest.get("queue", "")),
+        DEAD_REASON: _DEATH_REASONS.get(reason, reason),
+    }
+    if times:
+        dead[DEAD_AT] = min(times) * 1000
+    return dead
+
+
+def translate(
+    exc: BaseException, doing: str, refused: type[PolybusError] = DeclarationConflict
+) -> PolybusError:
+    """The ``PolybusError`` for a pika exception (or a channel's close reason); ``refused`` is
+    what the broker's PRECONDITION_FAILED means for this operation."""
     if isinstance(exc, PolybusError):
         return exc
     if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
         code, text = exc.reply_code, exc.reply_text
+        if refused is not DeclarationConflict and code == 406:
+            return refused(f"{doing}: RabbitMQ refused it ({code} {text})")
         if code in (405, 406):  # RESOURCE_LOCKED, PRECONDITION_FAILED
             hint = ""
             if "x-queue-type" in text:

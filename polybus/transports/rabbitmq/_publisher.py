@@ -40,6 +40,7 @@ class Pending:
         "mandatory",
         "nacks",
         "properties",
+        "refusals",
         "returned",
     )
 
@@ -60,6 +61,7 @@ class Pending:
         self.future = future
         self.returned = False
         self.nacks = 0
+        self.refusals = 0  # connections the broker closed with an error while it was in flight
 
     def fail(self, exc: BaseException) -> None:
         if not self.future.done():
@@ -87,12 +89,13 @@ class Pending:
 
 
 class Publisher:
-    """The confirm-mode channel. ``on_lost`` receives the unconfirmed publishes when the
-    connection goes away (to send again after reconnecting); any other closure fails them."""
+    """The confirm-mode channel. ``on_lost`` receives the unconfirmed publishes and the reason
+    when the connection goes away (to send again after reconnecting); any other closure fails
+    them."""
 
     def __init__(
         self,
-        on_lost: Callable[[list[Pending]], None],
+        on_lost: Callable[[list[Pending], BaseException], None],
         on_nack: Callable[[Pending], None],
     ) -> None:
         self._on_lost = on_lost
@@ -124,7 +127,8 @@ class Publisher:
                 item.exchange, item.key, item.body, item.properties, item.mandatory
             )
         except Exception as exc:
-            raise translate(exc, f"publishing to {item.exchange!r} with key {item.key!r}") from exc
+            doing = f"publishing to {item.exchange!r} with key {item.key!r}"
+            raise translate(exc, doing, PublishFailed) from exc
         tag = self._next_tag
         self._next_tag = tag + 1
         self._pending[tag] = item
@@ -175,9 +179,9 @@ class Publisher:
         self._pending.clear()
         self._mandatory.clear()
         if lost_connection(reason):
-            self._on_lost(unconfirmed)
+            self._on_lost(unconfirmed, reason)
             return
-        error = translate(reason, "publishing")
+        error = translate(reason, "publishing", PublishFailed)
         for item in unconfirmed:
             item.fail(error)
 

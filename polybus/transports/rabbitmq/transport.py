@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pika.adapters.asyncio_connection import AsyncioConnection
 
-from polybus.core.errors import Closed, ConnectionFailed, NotFound, PolybusError
+from polybus.core.errors import Closed, ConnectionFailed, NotFound, PolybusError, PublishFailed
 from polybus.core.transport import (
     Capabilities,
     DeliverCallback,
@@ -35,10 +35,11 @@ from polybus.core.transport import (
     Transport,
 )
 from polybus.core.url import BrokerURL
-from polybus.transports.rabbitmq._channel import AmqpChannel
+from polybus.transports.rabbitmq._channel import AmqpChannel, broker_error
 from polybus.transports.rabbitmq._connection import CoalescingConnection
 from polybus.transports.rabbitmq._consumer import Consumer
 from polybus.transports.rabbitmq._convert import (
+    URL_OPTIONS,
     queue_arguments,
     settings_from_url,
     to_properties,
@@ -50,6 +51,7 @@ log = logging.getLogger("polybus.rabbitmq")
 
 State = Literal["new", "open", "recovering", "closed"]
 MAX_BACKOFF = 2.0
+REFUSALS = 2  # connections the broker may close with an error over one publish before it fails
 
 
 class RabbitMQTransport(Transport):
@@ -66,9 +68,11 @@ class RabbitMQTransport(Transport):
         " on classic queues a redelivery reports 2",
     )
 
+    url_options = URL_OPTIONS
+
     def __init__(self, url: BrokerURL) -> None:
         super().__init__(url)
-        self.settings = settings_from_url(url)
+        self.settings = settings_from_url(self.url)
         if self.settings.queue_type == "classic":
             self.capabilities = Capabilities(
                 persistence=True,
@@ -322,13 +326,29 @@ class RabbitMQTransport(Transport):
         except PolybusError as exc:
             item.fail(exc)
 
-    def _on_publishes_lost(self, unconfirmed: list[Pending]) -> None:
+    def _on_publishes_lost(self, unconfirmed: list[Pending], reason: BaseException) -> None:
+        """Keep the publishes the connection took with it, to send them again once it is back
+        — but not a message the broker keeps closing the connection over (a frame it cannot
+        parse): sending it again would drop the connection again, for ever."""
         if self._state == "closed":
             error = Closed("the RabbitMQ transport closed before the broker confirmed")
             for item in unconfirmed:
                 item.fail(error)
-        else:
-            self._unsent.extend(unconfirmed)
+            return
+        refused = broker_error(reason)
+        for item in unconfirmed:
+            if refused is not None:
+                item.refusals += 1
+            if item.refusals >= REFUSALS:
+                item.fail(
+                    PublishFailed(
+                        f"RabbitMQ closed the connection ({refused}) each of the {REFUSALS}"
+                        f" times this message to {item.exchange or item.key!r} was in flight;"
+                        " it is not sent again"
+                    )
+                )
+            else:
+                self._unsent.append(item)
 
     # -- queues and exchanges ---------------------------------------------------------------
 
@@ -442,7 +462,7 @@ class RabbitMQTransport(Transport):
         try:
             channel.channel.basic_publish(exchange, key, envelope.body, to_properties(envelope))
         except Exception as exc:
-            raise translate(exc, doing) from exc
+            raise translate(exc, doing, PublishFailed) from exc
 
     async def publish_many(
         self, exchange: str, items: Sequence[tuple[str, Envelope]], *, mandatory: bool = False

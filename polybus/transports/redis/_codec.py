@@ -2,7 +2,10 @@
 
 Entry fields: ``b`` body, ``m`` properties, ``x`` exchange, ``k`` routing key, and, when they
 apply, ``pr`` priority, ``e`` deadline (ms, server clock), ``dc`` deliveries before this copy,
-``dr``/``dq`` why and from which queue it was dead-lettered.
+``dr``/``dq``/``dt`` why, from which queue and when (ms, first death) it was dead-lettered.
+
+An entry that another program wrote, or that was damaged, is still delivered: what cannot be
+read of it is its ``defect``, and the consumer dead-letters it.
 """
 
 from __future__ import annotations
@@ -11,10 +14,8 @@ import json
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
+from polybus.core.headers import DEAD_AT, DEAD_QUEUE, DEAD_REASON
 from polybus.core.transport import Envelope
-
-DEATH_REASON = "x-death-reason"
-DEATH_QUEUE = "x-death-queue"
 
 PublishFields = tuple[bytes, bytes, str, str]
 """What a message is published as: body, properties (JSON), ttl in ms and priority ('' if none)."""
@@ -75,8 +76,24 @@ def deadline(fields: list[Any]) -> int | None:
     return None
 
 
-def decode_entry(fields: list[Any]) -> tuple[Envelope, str, str, int]:
-    """A stream entry's flat field list → (envelope, exchange, routing key, earlier deliveries)."""
+def decode_entry(fields: list[Any]) -> tuple[Envelope, str, str, int, str | None]:
+    """A stream entry's flat field list → (envelope, exchange, routing key, earlier deliveries,
+    defect)."""
+    try:
+        return (*_decode(fields), None)
+    except Exception as exc:  # never stop a consumer over one entry
+        values = dict(zip(fields[::2], fields[1::2], strict=False))
+        body = values.get(b"b", b"")
+        return (
+            Envelope(body if isinstance(body, bytes) else b""),
+            "",
+            "",
+            0,
+            (f"the stream entry cannot be read as a polybus message ({exc!r})"),
+        )
+
+
+def _decode(fields: list[Any]) -> tuple[Envelope, str, str, int]:
     if len(fields) == 8:  # b, m, x, k in the order PUBLISH writes them: nothing else to look at
         body, properties, exchange, key = fields[1], fields[3], fields[5], fields[7]
         envelope = Envelope(body, *_loads(properties))
@@ -95,8 +112,10 @@ def decode_entry(fields: list[Any]) -> tuple[Envelope, str, str, int]:
     ) = _loads(values[b"m"])
     reason = values.get(b"dr")
     if reason is not None:
-        headers[DEATH_REASON] = reason.decode()
-        headers[DEATH_QUEUE] = values[b"dq"].decode()
+        headers[DEAD_REASON] = reason.decode()
+        headers[DEAD_QUEUE] = values[b"dq"].decode()
+        if b"dt" in values:
+            headers.setdefault(DEAD_AT, int(values[b"dt"]))
         expiration = None
     envelope = Envelope(
         values[b"b"],

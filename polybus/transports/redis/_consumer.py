@@ -215,7 +215,7 @@ class Consumer:
         return f"consumer on {self.queue!r} at {self.transport.url.redacted()}"
 
     def _deliver(self, level: int, entry_id: bytes, fields: list[Any]) -> None:
-        envelope, exchange, key, earlier = decode_entry(fields)
+        envelope, exchange, key, earlier, defect = decode_entry(fields)
         stream = self.streams[level]
         if self.auto_ack:
             if len(self.streams) == 1:  # read without NOACK (FETCH deletes what it reads)
@@ -230,6 +230,7 @@ class Consumer:
             earlier + 1,
             (self, stream, entry_id),
             self.tag,
+            defect,
         )
         self.deliver(delivery)
 

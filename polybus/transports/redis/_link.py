@@ -117,7 +117,7 @@ class Endpoint:
     db: int
     username: str | None
     password: str | None
-    tls: bool
+    tls: ssl.SSLContext | None
     connect_timeout: float
 
 
@@ -137,10 +137,9 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
     @classmethod
     async def open(cls, endpoint: Endpoint) -> SocketWire:
         loop = asyncio.get_running_loop()
-        context = ssl.create_default_context() if endpoint.tls else None
         try:
             _, wire = await asyncio.wait_for(
-                loop.create_connection(cls, endpoint.host, endpoint.port, ssl=context),
+                loop.create_connection(cls, endpoint.host, endpoint.port, ssl=endpoint.tls),
                 endpoint.connect_timeout,
             )
         except asyncio.TimeoutError:

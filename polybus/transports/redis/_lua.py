@@ -83,10 +83,11 @@ end
 local function dead_letter(name, fields, reason, now)
   local dl = redis.call('HGET', qkey(name), 'dl')
   if not dl or dl == '' or levels_of(dl) == 0 then return end
-  local copy, priority = {}, nil
+  local copy, priority, first = {}, nil, nil
   for i = 1, #fields, 2 do
     local f = fields[i]
-    if f ~= 'e' and f ~= 'dc' and f ~= 'dr' and f ~= 'dq' then
+    if f == 'dt' then first = fields[i + 1] end
+    if f ~= 'e' and f ~= 'dc' and f ~= 'dr' and f ~= 'dq' and f ~= 'dt' then
       copy[#copy + 1] = f
       copy[#copy + 1] = fields[i + 1]
       if f == 'pr' then priority = tonumber(fields[i + 1]) end
@@ -96,6 +97,8 @@ local function dead_letter(name, fields, reason, now)
   copy[#copy + 1] = reason
   copy[#copy + 1] = 'dq'
   copy[#copy + 1] = name
+  copy[#copy + 1] = 'dt'
+  copy[#copy + 1] = first or fmt(now)
   push(dl, copy, nil, priority, now)
 end
 -- put a pending entry back at the end of its stream, counting the deliveries it had

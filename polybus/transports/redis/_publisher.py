@@ -165,6 +165,14 @@ class Publisher:
                 for batch in round_ + self._outbox:
                     batch.settle(error)
                 raise
+            except Exception as exc:  # a bug must fail this round's sends, not hang them
+                error = PublishFailed(
+                    f"publishing to {self.transport.url.redacted()} failed unexpectedly"
+                    f" ({exc!r}); the outcome is unknown"
+                )
+                error.__cause__ = exc
+                for batch in round_:
+                    batch.settle(error)
 
     async def _round(self, batches: list[Outgoing]) -> None:
         where = f"Redis at {self.transport.url.redacted()} (publish)"

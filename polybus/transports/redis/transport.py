@@ -39,11 +39,13 @@ from redis.backoff import NoBackoff
 
 from polybus.core.errors import (
     Closed,
+    ConfigurationError,
     ConnectionFailed,
     InvalidURL,
     MissingDependency,
     PolybusError,
 )
+from polybus.core.options import TLS, UrlOption, seconds, text, tls_context
 from polybus.core.transport import (
     Capabilities,
     DeliverCallback,
@@ -75,6 +77,20 @@ MAX_CONNECTIONS = 10_000  # a ceiling for redis-py's pool, which opens only what
 SOCKET_TIMEOUT = 10.0  # seconds without a reply before a connection counts as lost
 
 
+URL_OPTIONS = (
+    UrlOption(
+        "heartbeat",
+        seconds(),
+        10.0,
+        "seconds after its last heartbeat that a connection counts as dead and its messages"
+        " go to other consumers (default 10)",
+    ),
+    UrlOption("connect_timeout", seconds(), 2.0, "seconds to connect (default 2)"),
+    UrlOption("prefix", text, "polybus", "the first part of every key (default polybus)"),
+    *TLS,
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the URL says beyond host and database."""
@@ -85,32 +101,38 @@ class Settings:
 
 
 def settings_from_url(url: BrokerURL) -> Settings:
-    options = url.options
-    try:
-        heartbeat = float(options.get("heartbeat", "10"))
-        connect_timeout = float(options.get("connect_timeout", "2"))
-    except ValueError as exc:
-        raise InvalidURL(f"{url.redacted()!r}: heartbeat and connect_timeout are seconds") from exc
-    if heartbeat <= 0:
-        raise InvalidURL(f"{url.redacted()!r}: heartbeat must be positive")
-    base = options.get("prefix", "polybus")
+    given = url.settings
+    base = given["prefix"]
     prefix = f"{base}:{url.namespace}:" if url.namespace else f"{base}:"
-    return Settings(prefix, heartbeat, connect_timeout)
+    return Settings(prefix, given["heartbeat"], given["connect_timeout"])
 
 
 def endpoint_of(url: BrokerURL, settings: Settings) -> Endpoint:
-    """Where a ``redis://`` / ``rediss://`` URL points (its path is the database number)."""
+    """Where a ``redis://`` / ``rediss://`` URL points (its path is the database number).
+
+    :raises InvalidURL: the path is not a database number, or TLS options on ``redis://``.
+    """
     try:
         db = int(url.path.strip("/") or "0")
-    except ValueError as exc:
-        raise InvalidURL(f"{url.redacted()!r}: the path must be a database number") from exc
+        if db < 0:
+            raise ValueError(db)
+    except ValueError:
+        raise InvalidURL(f"{url.redacted()!r}: the path must be a database number") from None
+    tls = None
+    if url.scheme == "rediss":
+        try:
+            tls = tls_context(url.settings)
+        except ConfigurationError as exc:
+            raise InvalidURL(f"{url.redacted()!r}: {exc}") from exc
+    elif any(name.startswith("ssl_") for name in url.options):
+        raise InvalidURL(f"{url.redacted()!r}: ssl_ options need a rediss:// URL")
     return Endpoint(
         url.host or "localhost",
         url.port or 6379,
         db,
         url.username,
         url.password,
-        url.scheme == "rediss",
+        tls,
         settings.connect_timeout,
     )
 
@@ -166,9 +188,11 @@ class RedisTransport(Transport):
     """Streams for queues, Lua for routing, a heartbeat for liveness."""
 
     capabilities = CAPABILITIES
+    url_options = URL_OPTIONS
 
     def __init__(self, url: BrokerURL) -> None:
         super().__init__(url)
+        url = self.url  # with its settings
         self.settings = settings_from_url(url)
         self.prefix = self.settings.prefix
         self.conn_id = os.urandom(8).hex()
@@ -254,9 +278,21 @@ class RedisTransport(Transport):
             db=endpoint.db,
             username=endpoint.username,
             password=endpoint.password,
-            ssl=endpoint.tls,
+            **(self._tls_options() if endpoint.tls else {}),
             **common,
         )
+
+    def _tls_options(self) -> dict[str, Any]:
+        """The URL's TLS options as redis-py takes them (its client takes no SSL context)."""
+        given = self.url.settings
+        return {
+            "ssl": True,
+            "ssl_ca_certs": given["ssl_ca_certs"],
+            "ssl_certfile": given["ssl_certfile"],
+            "ssl_keyfile": given["ssl_keyfile"],
+            "ssl_cert_reqs": given["ssl_cert_reqs"],
+            "ssl_check_hostname": given["ssl_check_hostname"] and given["ssl_cert_reqs"] != "none",
+        }
 
     async def load_scripts(self) -> None:
         """Load every script (again: a restarted server has none)."""
