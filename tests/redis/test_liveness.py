@@ -21,7 +21,7 @@ SCRIPT = Path(__file__).with_name("consumer_process.py")
 class Child:
     """A consumer process and the lines it prints."""
 
-    def __init__(self, url: str, queue: str, prefetch: int, hold: float) -> None:
+    def __init__(self, url: str, queue: str, prefetch: int, hold: float | str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, str(SCRIPT), url, queue, str(prefetch), str(hold)],
             stdout=subprocess.PIPE,
@@ -90,6 +90,29 @@ async def test_a_slow_consumer_process_is_never_duplicated(redis_url):
                 # Then the slow one acks it, and nobody else ever got it
                 assert await child.line() == "acked long job"
                 assert time.monotonic() - started >= 5
+                with pytest.raises(ReceiveTimeout):
+                    await sub.receive(timeout=1.0)
+        finally:
+            child.stop()
+        assert await q.size() == 0
+
+
+async def test_a_consumer_whose_event_loop_is_blocked_is_not_taken_for_dead(redis_url):
+    # Given a consumer whose handler blocks its event loop for three heartbeat timeouts
+    async with polybus.aio.connect(redis_url) as bus:
+        q = bus.work_queue("blocked")
+        await q.declare()
+        child = Child(redis_url, "blocked", 1, "block:6")
+        try:
+            assert await child.line() == "ready"
+            await q.send("cpu-bound job")
+            assert await child.line() == "got cpu-bound job 1"
+            # When another consumer waits all that time
+            async with q.consume() as sub:
+                with pytest.raises(ReceiveTimeout):
+                    await sub.receive(timeout=6.5)
+                # Then the blocked one finishes and acks it, and nobody else ever got it
+                assert await child.line() == "acked cpu-bound job"
                 with pytest.raises(ReceiveTimeout):
                     await sub.receive(timeout=1.0)
         finally:

@@ -118,7 +118,8 @@ class Consumer:
                 return
             except ConnectionFailed as exc:
                 self._fetch_lost = True
-                log.warning("consumer on %s: %s; retrying in %.2fs", self.queue, exc, delay)
+                # the heartbeat says "lost the connection" and "reconnected", once each
+                log.debug("consumer on %s: %s; retrying in %.2fs", self.queue, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue

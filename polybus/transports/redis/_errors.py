@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+
 from redis import exceptions as redis_errors
 
 from polybus.core.errors import DeclarationConflict, NotFound, PolybusError, Unroutable
@@ -32,3 +35,29 @@ def _meaning(exc: BaseException, fallback: type[PolybusError], what: str) -> Pol
             if message.startswith(prefix):
                 return kind(message[len(prefix) :])
     return fallback(f"{what}: {exc!r}")
+
+
+def why_not_connected(exc: BaseException, where: str, db: int) -> str:
+    """What a failed connection to ``where`` (host:port) means, in words: refused, unknown
+    host, a certificate that did not verify, a refused login, a missing database, silence."""
+    text = str(exc)
+    causes = [exc, exc.__cause__, exc.__context__]
+    if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in causes) or (
+        "CERTIFICATE_VERIFY_FAILED" in text
+    ):
+        return f"the TLS certificate of {where} could not be verified ({text})"
+    if any(isinstance(cause, ssl.SSLError) for cause in causes):
+        return f"the TLS handshake with {where} failed ({text})"
+    if isinstance(exc, redis_errors.AuthenticationError) or text.startswith(
+        ("WRONGPASS", "NOAUTH", "invalid username-password")
+    ):
+        return f"{where} refused the user name or password ({text})"
+    if "DB index is out of range" in text or "invalid DB index" in text:
+        return f"{where} has no database {db} ({text})"
+    if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
+        return f"nothing accepts connections at {where} (connection refused)"
+    if any(isinstance(cause, socket.gaierror) for cause in causes):
+        return f"the host of {where} is unknown ({text})"
+    if isinstance(exc, (redis_errors.TimeoutError, TimeoutError)):
+        return f"{where} did not answer in time ({text})"
+    return f"{where}: {text or type(exc).__name__}"

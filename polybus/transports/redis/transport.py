@@ -58,7 +58,8 @@ from polybus.core.transport import (
 from polybus.core.url import BrokerURL
 from polybus.transports.redis._consumer import Consumer
 from polybus.transports.redis._errors import ERRORS as _ERRORS
-from polybus.transports.redis._errors import translate
+from polybus.transports.redis._errors import translate, why_not_connected
+from polybus.transports.redis._heartbeat import Beat, HeartbeatThread, beat
 from polybus.transports.redis._link import (
     ClientWire,
     Endpoint,
@@ -140,6 +141,11 @@ def endpoint_of(url: BrokerURL, settings: Settings) -> Endpoint:
 _fake_servers: dict[str, Any] = {}
 
 
+def fake_server_name(url: BrokerURL) -> str:
+    """``fakeredis://name?...`` → ``name``: the in-process server the URL names."""
+    return url.raw.split("://", 1)[1].split("?", 1)[0].strip("/")
+
+
 def _fake_server(name: str) -> Any:
     """The process-wide fakeredis server for ``fakeredis://name`` (created on first use)."""
     try:
@@ -205,7 +211,10 @@ class RedisTransport(Transport):
         self._closed = False
         self._script_slots = asyncio.Semaphore(CONCURRENT_SCRIPTS)
         self._epoch: bytes | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat: HeartbeatThread | None = None
+        self._heartbeat_client: Any = None
+        self._beat_failing = False
+        self._restoring: set[asyncio.Task[None]] = set()
         self._queues: dict[str, QueueOptions] = {}
         self._exchanges: dict[str, tuple[ExchangeKind, bool]] = {}
         self._bindings: set[tuple[str, str, str]] = set()
@@ -257,30 +266,47 @@ class RedisTransport(Transport):
 
         return Link(open_wire, self.settings.connect_timeout + SOCKET_TIMEOUT)
 
-    def _new_client(self) -> Redis:
-        common: dict[str, Any] = {
+    def _client_options(self) -> dict[str, Any]:
+        """What redis-py's clients (asynchronous and not) are made with."""
+        options: dict[str, Any] = {
             "protocol": 2,  # replies as arrays, whatever the client library's default
             "socket_connect_timeout": self.settings.connect_timeout,
             "socket_timeout": SOCKET_TIMEOUT + self.settings.connect_timeout,
-            "retry": Retry(NoBackoff(), 1),
-            "max_connections": MAX_CONNECTIONS,
         }
         endpoint = self._endpoint
         if endpoint is None:
-            import fakeredis
-
-            name = self.url.raw.split("://", 1)[1].split("?", 1)[0].strip("/")
-            client: Redis = fakeredis.FakeAsyncRedis(server=_fake_server(name), **common)
-            return client
-        return Redis(
+            options["server"] = _fake_server(fake_server_name(self.url))
+            return options
+        options.update(
             host=endpoint.host,
             port=endpoint.port,
             db=endpoint.db,
             username=endpoint.username,
             password=endpoint.password,
-            **(self._tls_options() if endpoint.tls else {}),
-            **common,
         )
+        if endpoint.tls is not None:
+            options.update(self._tls_options())
+        return options
+
+    def _new_client(self) -> Redis:
+        options = self._client_options()
+        options.update(retry=Retry(NoBackoff(), 1), max_connections=MAX_CONNECTIONS)
+        if self._endpoint is None:
+            import fakeredis
+
+            fake: Redis = fakeredis.FakeAsyncRedis(**options)
+            return fake
+        return Redis(**options)
+
+    def _new_sync_client(self) -> Any:
+        """A synchronous client, for the heartbeat's thread."""
+        if self._endpoint is None:
+            import fakeredis
+
+            return fakeredis.FakeRedis(**self._client_options())
+        import redis
+
+        return redis.Redis(**self._client_options())
 
     def _tls_options(self) -> dict[str, Any]:
         """The URL's TLS options as redis-py takes them (its client takes no SSL context)."""
@@ -335,13 +361,16 @@ class RedisTransport(Transport):
                 await self._check_persistence()
         except _ERRORS as exc:
             await self._drop_client()
+            endpoint = self._endpoint
+            where = f"{endpoint.host}:{endpoint.port}" if endpoint else self.url.redacted()
+            why = why_not_connected(exc, where, endpoint.db if endpoint else 0)
             raise ConnectionFailed(
-                f"cannot connect to Redis at {self.url.redacted()}: {exc!r}"
+                f"cannot connect to Redis at {self.url.redacted()}: {why}"
             ) from exc
         except PolybusError:
             await self._drop_client()
             raise
-        self._heartbeat = asyncio.ensure_future(self._heartbeat_loop())
+        self._start_heartbeat()
 
     async def _check_persistence(self) -> None:
         try:
@@ -357,30 +386,51 @@ class RedisTransport(Transport):
             )
 
     async def _beat(self) -> None:
-        """Refresh this connection's deadline; restore declarations if they were lost."""
+        """The first heartbeat, on the loop: register this connection, learn the epoch."""
         asked = time.time() * 1000
         known, epoch, server_ms = await self.eval(
             "heartbeat", self.conn_id, int(self.settings.heartbeat * 1000)
         )
-        self.clock_offset_ms = int(server_ms) - (asked + time.time() * 1000) / 2
-        first = self._epoch is None
-        changed = not first and (epoch != self._epoch or not known)
-        self._epoch = epoch
-        if changed:
-            log.warning(
-                "Redis at %s restarted or reaped this connection; declaring again",
-                self.url.redacted(),
-            )
-            await self._restore()
+        self._on_beat((bool(known), epoch, int(server_ms) - (asked + time.time() * 1000) / 2))
 
-    async def _heartbeat_loop(self) -> None:
-        interval = self.settings.heartbeat / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._beat()
-            except PolybusError as exc:
-                log.warning("heartbeat to %s failed: %s", self.url.redacted(), exc)
+    def _start_heartbeat(self) -> None:
+        client = self._new_sync_client()
+        sha, script = self._shas["heartbeat"], PRELUDE + SCRIPTS["heartbeat"]
+        ttl_ms = int(self.settings.heartbeat * 1000)
+
+        def send() -> Beat:
+            return beat(client, sha, script, self.prefix, self.conn_id, ttl_ms)
+
+        self._heartbeat = HeartbeatThread(
+            send,
+            self.settings.heartbeat / 3,
+            self._on_beat,
+            asyncio.get_running_loop(),
+            f"polybus-redis-heartbeat-{self.conn_id}",
+        )
+        self._heartbeat_client = client
+        self._heartbeat.start()
+
+    def _on_beat(self, result: Beat | BaseException) -> None:
+        """What a heartbeat learnt: the server's clock; a lost or restored connection (one
+        line each); a server that restarted or reaped this connection (declare again)."""
+        where = self.url.redacted()
+        if isinstance(result, BaseException):
+            if not self._beat_failing:
+                self._beat_failing = True
+                log.warning("lost the connection to %s (%r); reconnecting", where, result)
+            return
+        if self._beat_failing:
+            self._beat_failing = False
+            log.warning("reconnected to %s", where)
+        known, epoch, self.clock_offset_ms = result
+        changed = self._epoch is not None and (epoch != self._epoch or not known)
+        self._epoch = epoch
+        if changed and not self._closed:
+            log.warning("Redis at %s restarted or reaped this connection; declaring again", where)
+            restoring = asyncio.ensure_future(self._restore())
+            self._restoring.add(restoring)
+            restoring.add_done_callback(self._restoring.discard)
 
     async def _restore(self) -> None:
         steps: list[tuple[str, Any]] = []
@@ -420,7 +470,7 @@ class RedisTransport(Transport):
 
     async def abort(self) -> None:
         self._closed = True
-        await self._stop_heartbeat()
+        await self._stop_heartbeat(wait=False)
         for consumer in list(self._consumers.values()):
             await consumer.stop()
         if self._publisher is not None:
@@ -430,12 +480,18 @@ class RedisTransport(Transport):
         self._consumers.clear()
         await self._drop_client()
 
-    async def _stop_heartbeat(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-            self._heartbeat = None
+    async def _stop_heartbeat(self, *, wait: bool = True) -> None:
+        """Stop the heartbeat thread; ``wait`` for it to end (not on an abort: a beat stuck on
+        a hung server ends on its own, within the socket timeout)."""
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop()
+            if wait:
+                await asyncio.get_running_loop().run_in_executor(None, heartbeat.join)
+                with contextlib.suppress(*_ERRORS):
+                    self._heartbeat_client.close()
+        for restoring in list(self._restoring):
+            restoring.cancel()
 
     async def _drop_client(self) -> None:
         links = [self._ack_link, self._publisher.link if self._publisher else None]
