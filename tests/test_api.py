@@ -79,6 +79,7 @@ def test_public_exports_are_deliberate():
             "ConfigurationError",
             "ConnectionFailed",
             "DeclarationConflict",
+            "InvalidArgument",
             "InvalidName",
             "InvalidURL",
             "Message",

@@ -72,8 +72,10 @@ class Bus:
         dead_letter: str | Literal[True] | None = True,
         max_priority: int | None = None,
         message_ttl: float | None = None,
+        declare: bool | None = None,
     ) -> WorkQueue:
-        """A queue shared by workers. ``dead_letter=True`` means ``<name>.dead``; ``None``, none."""
+        """A queue shared by workers. ``dead_letter=True`` means ``<name>.dead``; ``None``, none.
+        ``declare=False``: use the queue as it exists (the options are then not checked)."""
         return WorkQueue(
             self,
             self.core.work_queue(
@@ -82,23 +84,29 @@ class Bus:
                 dead_letter=dead_letter,
                 max_priority=max_priority,
                 message_ttl=message_ttl,
+                declare=declare,
             ),
         )
 
-    def pubsub(self, name: str, *, durable: bool = True) -> PubSub:
+    def pubsub(self, name: str, *, durable: bool = True, declare: bool | None = None) -> PubSub:
         """A fanout exchange: every subscriber gets every message. ``durable``: the exchange
-        survives a broker restart."""
-        return PubSub(self, self.core.pubsub(name, durable=durable))
+        survives a broker restart; ``declare=False``: use it as it exists."""
+        return PubSub(self, self.core.pubsub(name, durable=durable, declare=declare))
 
     def router(
-        self, name: str, kind: Literal["direct", "topic"] = "direct", *, durable: bool = True
+        self,
+        name: str,
+        kind: Literal["direct", "topic"] = "direct",
+        *,
+        durable: bool = True,
+        declare: bool | None = None,
     ) -> Router:
         """A direct or topic exchange: subscribers choose messages by routing key."""
-        return Router(self, self.core.router(name, kind, durable=durable))
+        return Router(self, self.core.router(name, kind, durable=durable, declare=declare))
 
-    def rpc(self, name: str) -> Rpc:
-        """Request/reply over the queue ``name``."""
-        return Rpc(self, self.core.rpc(name))
+    def rpc(self, name: str, *, declare: bool | None = None) -> Rpc:
+        """Request/reply over the queue ``name`` (``declare=False``: use it as it exists)."""
+        return Rpc(self, self.core.rpc(name, declare=declare))
 
     def close(self) -> None:
         """Stop workers (running handlers finish), close subscriptions, disconnect, and stop

@@ -99,6 +99,9 @@ class Broker:
             self.transport.declare_exchange(name, kind, durable), ("declaring exchange %r", name)
         )
 
+    async def check_exchange(self, name: str) -> None:
+        await self._call(self.transport.check_exchange(name), ("checking exchange %r", name))
+
     async def delete_exchange(self, name: str) -> None:
         await self._call(self.transport.delete_exchange(name), ("deleting exchange %r", name))
 

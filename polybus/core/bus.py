@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -25,7 +26,8 @@ from polybus.core.arguments import (
 )
 from polybus.core.broker import Broker
 from polybus.core.codecs import Codec, encode_body, get_codec
-from polybus.core.errors import CapabilityMissing, Closed, DeclarationConflict
+from polybus.core.conflicts import exchange_conflict, queue_conflict
+from polybus.core.errors import CapabilityMissing, Closed, NotFound
 from polybus.core.headers import checked_headers
 from polybus.core.names import check_name
 from polybus.core.transport import Capabilities, Envelope, ExchangeKind, QueueOptions, Transport
@@ -67,7 +69,10 @@ class AsyncBus:
         self.codec = get_codec(codec) if isinstance(codec, str) else codec
         self.namespace = self.transport.url.namespace
         self._broker = Broker(self.transport, self.transport.url.settings["operation_timeout"])
+        self.declares: bool = self.transport.url.settings["declare"]
+        """Whether patterns declare what they use (the URL's ``declare``), unless told."""
         self._queues: dict[str, QueueOptions] = {}
+        self._adopted: set[str] = set()
         self._exchanges: dict[str, tuple[ExchangeKind, bool]] = {}
         self._open: dict[int, Callable[[], Awaitable[None]]] = {}
         self._ids = itertools.count(1)
@@ -108,8 +113,10 @@ class AsyncBus:
         dead_letter: str | Literal[True] | None = True,
         max_priority: int | None = None,
         message_ttl: float | None = None,
+        declare: bool | None = None,
     ) -> WorkQueue:
-        """A queue shared by workers. ``dead_letter=True`` means ``<name>.dead``; ``None``, none."""
+        """A queue shared by workers. ``dead_letter=True`` means ``<name>.dead``; ``None``, none.
+        ``declare=False``: use the queue as it exists (the options are then not checked)."""
         from polybus.core.workqueue import WorkQueue
 
         return WorkQueue(
@@ -119,28 +126,34 @@ class AsyncBus:
             dead_letter=dead_letter,
             max_priority=max_priority,
             message_ttl=message_ttl,
+            declare=declare,
         )
 
-    def pubsub(self, name: str, *, durable: bool = True) -> PubSub:
+    def pubsub(self, name: str, *, durable: bool = True, declare: bool | None = None) -> PubSub:
         """A fanout exchange: every subscriber gets every message. ``durable``: the exchange
-        survives a broker restart."""
+        survives a broker restart; ``declare=False``: use it as it exists."""
         from polybus.core.pubsub import PubSub
 
-        return PubSub(self, name, durable=durable)
+        return PubSub(self, name, durable=durable, declare=declare)
 
     def router(
-        self, name: str, kind: Literal["direct", "topic"] = "direct", *, durable: bool = True
+        self,
+        name: str,
+        kind: Literal["direct", "topic"] = "direct",
+        *,
+        durable: bool = True,
+        declare: bool | None = None,
     ) -> Router:
         """A direct or topic exchange: subscribers choose messages by routing key."""
         from polybus.core.router import Router
 
-        return Router(self, name, kind, durable=durable)
+        return Router(self, name, kind, durable=durable, declare=declare)
 
-    def rpc(self, name: str) -> Rpc:
-        """Request/reply over the queue ``name``."""
+    def rpc(self, name: str, *, declare: bool | None = None) -> Rpc:
+        """Request/reply over the queue ``name`` (``declare=False``: use it as it exists)."""
         from polybus.core.rpc import Rpc
 
-        return Rpc(self, name)
+        return Rpc(self, name, declare=declare)
 
     # -- what the patterns share ------------------------------------------------------------
 
@@ -158,9 +171,7 @@ class AsyncBus:
         if known is options or known == options:
             return
         if known is not None:
-            raise DeclarationConflict(
-                f"queue {name!r} was declared on this bus with {known}, now with {options}"
-            )
+            raise queue_conflict(name, asdict(known), asdict(options), "this bus")
         self._require("dead_letter", options.dead_letter is not None, f"queue {name!r}")
         self._require("ttl", options.message_ttl is not None, f"queue {name!r}")
         self._require("priority", options.max_priority is not None, f"queue {name!r}")
@@ -174,12 +185,43 @@ class AsyncBus:
         if known == (kind, durable):
             return
         if known is not None:
-            raise DeclarationConflict(
-                f"exchange {name!r} was declared on this bus as {known[0].value}"
-                f" (durable={known[1]}), now as {kind.value} (durable={durable})"
+            raise exchange_conflict(
+                name,
+                {"kind": known[0].value, "durable": known[1]},
+                {"kind": kind.value, "durable": durable},
+                "this bus",
             )
         await self._broker.declare_exchange(name, kind, durable)
         self._exchanges[name] = (kind, durable)
+
+    def _declaring(self, declare: bool | None) -> bool:
+        """A pattern's ``declare=``: its own, else the URL's."""
+        return self.declares if declare is None else check_bool(declare, "declare")
+
+    async def _adopt_queue(self, name: str) -> None:
+        """Use a queue as it exists, declaring nothing; check that it does exist."""
+        if name not in self._adopted:
+            try:
+                await self._broker.queue_size(name)
+            except NotFound as exc:
+                raise NotFound(
+                    f"queue {name!r} does not exist; with declare=False polybus uses queues as"
+                    " they exist: create it first, or let polybus declare it (declare=True)"
+                ) from exc
+            self._adopted.add(name)
+
+    async def _adopt_exchange(self, name: str) -> None:
+        """Use an exchange as it exists, declaring nothing; check that it does exist."""
+        if name not in self._adopted:
+            try:
+                await self._broker.check_exchange(name)
+            except NotFound as exc:
+                raise NotFound(
+                    f"exchange {name!r} does not exist; with declare=False polybus uses"
+                    " exchanges as they exist: create it first, or let polybus declare it"
+                    " (declare=True)"
+                ) from exc
+            self._adopted.add(name)
 
     def forget_queue(self, name: str) -> None:
         self._queues.pop(name, None)

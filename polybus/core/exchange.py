@@ -26,14 +26,21 @@ NAMED = QueueOptions(durable=True)
 
 
 class ExchangePattern:
-    def __init__(self, bus: AsyncBus, name: str, kind: ExchangeKind, durable: bool) -> None:
+    def __init__(
+        self, bus: AsyncBus, name: str, kind: ExchangeKind, durable: bool, declare: bool | None
+    ) -> None:
         self.bus = bus
         self.name = bus.qualify(name, "exchange")
         self.kind = kind
         self.durable = check_bool(durable, "durable")
+        self.adopted = not bus._declaring(declare)
 
     async def declare(self) -> None:
-        await self.bus.declare_exchange(self.name, self.kind, self.durable)
+        """Declare the exchange — or, with ``declare=False``, check that it exists."""
+        if self.adopted:
+            await self.bus._adopt_exchange(self.name)
+        else:
+            await self.bus.declare_exchange(self.name, self.kind, self.durable)
 
     async def _publish(
         self, body: Any, key: str, mandatory: bool, options: SendOptions, call: str
@@ -61,6 +68,7 @@ class ExchangePattern:
             auto_ack=transient if auto_ack is None else check_bool(auto_ack, "auto_ack"),
             transient=transient,
             exchange=(self.name, self.kind, self.durable),
+            adopt_exchange=self.adopted,
         )
 
     async def start_worker(

@@ -77,6 +77,13 @@ OPERATION_TIMEOUT = 15.0
 COMMON = (
     UrlOption("namespace", namespace, "", "prefix every queue and exchange name with this"),
     UrlOption(
+        "declare",
+        flag,
+        True,
+        "false: use queues and exchanges as they exist, declaring none (as declare=False on"
+        " every pattern)",
+    ),
+    UrlOption(
         "operation_timeout",
         seconds(),
         OPERATION_TIMEOUT,

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 
 
 class PubSub(ExchangePattern):
-    def __init__(self, bus: AsyncBus, name: str, *, durable: bool = True) -> None:
-        super().__init__(bus, name, ExchangeKind.FANOUT, durable)
+    def __init__(
+        self, bus: AsyncBus, name: str, *, durable: bool = True, declare: bool | None = None
+    ) -> None:
+        super().__init__(bus, name, ExchangeKind.FANOUT, durable, declare)
 
     async def publish(self, body: Any, **options: Unpack[SendOptions]) -> None:
         """Publish to every current subscriber (and every named subscription)."""

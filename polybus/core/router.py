@@ -20,11 +20,17 @@ if TYPE_CHECKING:
 
 class Router(ExchangePattern):
     def __init__(
-        self, bus: AsyncBus, name: str, kind: Literal["direct", "topic"], *, durable: bool = True
+        self,
+        bus: AsyncBus,
+        name: str,
+        kind: Literal["direct", "topic"],
+        *,
+        durable: bool = True,
+        declare: bool | None = None,
     ) -> None:
         if kind not in ("direct", "topic"):
             raise InvalidArgument(f"router kind must be 'direct' or 'topic', not {kind!r}")
-        super().__init__(bus, name, ExchangeKind(kind), durable)
+        super().__init__(bus, name, ExchangeKind(kind), durable, declare)
 
     async def publish(
         self, body: Any, *, key: str, mandatory: bool = False, **options: Unpack[SendOptions]

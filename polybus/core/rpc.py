@@ -105,12 +105,17 @@ class RpcClient:
 class Rpc:
     """``await rpc.call(30, timeout=5)`` on clients; ``await rpc.serve(fib)`` on servers."""
 
-    def __init__(self, bus: AsyncBus, name: str) -> None:
+    def __init__(self, bus: AsyncBus, name: str, *, declare: bool | None = None) -> None:
         self.bus = bus
         self.name = bus.qualify(name)
+        self.adopted = not bus._declaring(declare)
 
     async def declare(self) -> None:
-        await self.bus.declare_queue(self.name, RPC_QUEUE)
+        """Declare the request queue — or, with ``declare=False``, check that it exists."""
+        if self.adopted:
+            await self.bus._adopt_queue(self.name)
+        else:
+            await self.bus.declare_queue(self.name, RPC_QUEUE)
 
     async def call(
         self, body: Any, *, timeout: float = 30.0, headers: dict[str, Any] | None = None
@@ -159,7 +164,7 @@ class Rpc:
             return "acked"
 
         await self.declare()
-        spec = ConsumeSpec(self.name, RPC_QUEUE, prefetch=prefetch)
+        spec = ConsumeSpec(self.name, RPC_QUEUE, prefetch=prefetch, adopt_queue=self.adopted)
         worker = Worker(bus, spec, process, concurrency=concurrency, runner=runner)
         return await worker.start()
 

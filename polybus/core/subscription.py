@@ -39,6 +39,8 @@ class ConsumeSpec:
     auto_ack: bool = False
     transient: bool = False  # the queue is deleted when the consumer closes
     exchange: tuple[str, ExchangeKind, bool] | None = None  # (name, kind, durable), declared first
+    adopt_queue: bool = False  # the queue exists as it is: declare nothing, check it exists
+    adopt_exchange: bool = False  # likewise for the exchange
 
 
 class QueueConsumer:
@@ -64,9 +66,16 @@ class QueueConsumer:
     async def start(self) -> None:
         spec = self.spec
         broker = self.bus._broker
-        if spec.exchange is not None:
+        if spec.exchange is None:
+            pass
+        elif spec.adopt_exchange:
+            await self.bus._adopt_exchange(spec.exchange[0])
+        else:
             await self.bus.declare_exchange(*spec.exchange)
-        await self.bus.declare_queue(spec.queue, spec.options)
+        if spec.adopt_queue:
+            await self.bus._adopt_queue(spec.queue)
+        else:
+            await self.bus.declare_queue(spec.queue, spec.options)
         for exchange, key in spec.bindings:
             await broker.bind(spec.queue, exchange, key)
         self._tag = await broker.consume(

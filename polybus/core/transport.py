@@ -166,6 +166,13 @@ class Transport(ABC):
         """
 
     @abstractmethod
+    async def check_exchange(self, name: str) -> None:
+        """Return if the exchange exists (declared by anyone, any way).
+
+        :raises NotFound: it does not.
+        """
+
+    @abstractmethod
     async def delete_exchange(self, name: str) -> None:
         """Delete the exchange and its bindings; deleting a missing one is not an error."""
 

@@ -49,7 +49,9 @@ class WorkQueue:
 
     By default a queue has a dead-letter queue, ``<name>.dead`` (where the transport has dead
     letters), which itself has none: ``bus.work_queue("orders.dead")`` reads the dead letters
-    of ``orders``."""
+    of ``orders``. With ``declare=False`` the queue is used as another program declared it:
+    polybus declares nothing, and a handler's failures go to the ``dead_letter`` named (or are
+    rejected, to whatever dead-letter exchange the queue has)."""
 
     def __init__(
         self,
@@ -60,15 +62,17 @@ class WorkQueue:
         dead_letter: str | Literal[True] | None,
         max_priority: int | None,
         message_ttl: float | None,
+        declare: bool | None,
     ) -> None:
         self.bus = bus
         self.name = bus.qualify(name)
+        self.adopted = not bus._declaring(declare)
         check_bool(durable, "durable")
         if max_priority is not None:
             check_int(max_priority, "max_priority", 1, MAX_PRIORITY)
         if dead_letter is True:  # the default: a dead-letter queue where the transport has them
             wanted = bus.capabilities.dead_letter and not is_dead_letter_queue(name)
-            dead_letter = dead_letter_name(name) if wanted else None
+            dead_letter = dead_letter_name(name) if wanted and not self.adopted else None
         elif dead_letter is not None:
             check_name(dead_letter, "dead-letter queue")
         self.options = QueueOptions(
@@ -83,7 +87,14 @@ class WorkQueue:
         return self.options.dead_letter
 
     async def declare(self) -> None:
-        await self.bus.declare_queue(self.name, self.options)
+        """Declare the queue (and its dead-letter queue) — or, with ``declare=False``, check
+        that it exists (and the dead-letter queue named, if one was)."""
+        if not self.adopted:
+            await self.bus.declare_queue(self.name, self.options)
+            return
+        await self.bus._adopt_queue(self.name)
+        if self.options.dead_letter is not None:
+            await self.bus._adopt_queue(self.options.dead_letter)
 
     async def send(self, body: Any, **options: Unpack[SendOptions]) -> None:
         """Send one message; returns once the broker has confirmed it. Persistent when the
@@ -112,6 +123,7 @@ class WorkQueue:
             self.options,
             prefetch=check_prefetch(prefetch),
             auto_ack=check_bool(auto_ack, "auto_ack"),
+            adopt_queue=self.adopted,
         )
 
     async def worker(

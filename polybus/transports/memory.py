@@ -14,8 +14,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
+from polybus.core.conflicts import exchange_conflict, queue_conflict
 from polybus.core.deadletters import EXPIRED, REJECTED, dead_letter_headers
 from polybus.core.errors import Closed, DeclarationConflict, NotFound, Unroutable
 from polybus.core.topic import topic_matches
@@ -181,10 +182,7 @@ class MemoryBroker:
                     f"queue {name!r} is exclusive to another connection; choose another name"
                 )
             if queue.options != options:
-                raise DeclarationConflict(
-                    f"queue {name!r} exists with other options ({_describe(queue.options)}) than "
-                    f"declared ({_describe(options)}); delete it or declare it the same way"
-                )
+                raise queue_conflict(name, asdict(queue.options), asdict(options))
 
     def delete_queue(self, name: str) -> None:
         with self.lock:
@@ -218,10 +216,10 @@ class MemoryBroker:
             if exchange is None:
                 self.exchanges[name] = _Exchange(name, kind, durable)
             elif (exchange.kind, exchange.durable) != (kind, durable):
-                raise DeclarationConflict(
-                    f"exchange {name!r} exists as {exchange.kind.value} "
-                    f"(durable={exchange.durable}),"
-                    f" not {kind.value} (durable={durable}); delete it or declare it the same way"
+                raise exchange_conflict(
+                    name,
+                    {"kind": exchange.kind.value, "durable": exchange.durable},
+                    {"kind": kind.value, "durable": durable},
                 )
 
     def delete_exchange(self, name: str) -> None:
@@ -231,7 +229,7 @@ class MemoryBroker:
     def bind(self, queue: str, exchange: str, key: str) -> None:
         with self.lock:
             self._queue(queue)
-            self._exchange(exchange).bindings.add((queue, key))
+            self.exchange(exchange).bindings.add((queue, key))
 
     def unbind(self, queue: str, exchange: str, key: str) -> None:
         with self.lock:
@@ -247,7 +245,7 @@ class MemoryBroker:
             )
         return queue
 
-    def _exchange(self, name: str) -> _Exchange:
+    def exchange(self, name: str) -> _Exchange:
         exchange = self.exchanges.get(name)
         if exchange is None:
             raise NotFound(
@@ -264,7 +262,7 @@ class MemoryBroker:
             if exchange == "":
                 targets = [key] if key in self.queues else []
             else:
-                targets = sorted(self._exchange(exchange).route(key))
+                targets = sorted(self.exchange(exchange).route(key))
             if not targets:
                 if mandatory:
                     raise Unroutable(
@@ -442,10 +440,6 @@ def _ttl(envelope: Envelope, options: QueueOptions) -> float | None:
     return min(envelope.expiration, options.message_ttl)
 
 
-def _describe(options: QueueOptions) -> str:
-    return ", ".join(f"{f.name}={getattr(options, f.name)}" for f in fields(options))
-
-
 _brokers: dict[str, MemoryBroker] = {}
 _brokers_lock = threading.Lock()
 
@@ -557,6 +551,11 @@ class MemoryTransport(Transport):
         self._live()
         self.broker.declare_exchange(name, kind, durable)
         self._exchanges[name] = (kind, durable)
+
+    async def check_exchange(self, name: str) -> None:
+        self._live()
+        with self.broker.lock:
+            self.broker.exchange(name)
 
     async def delete_exchange(self, name: str) -> None:
         self._live()

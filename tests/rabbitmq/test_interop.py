@@ -1,7 +1,9 @@
-"""Interop: plain pika programs (the RabbitMQ tutorials' code) and polybus share queues.
+"""Interop: plain pika programs (the RabbitMQ tutorials' code) and polybus share queues and
+exchanges.
 
-Tutorial programs declare classic queues, so polybus joins them with ``?queue_type=classic``;
-without it, the mismatch is a ``DeclarationConflict`` that names the fix.
+Tutorial programs declare classic queues without dead-letter arguments and non-durable
+exchanges; polybus uses them as they are with ``declare=False``. Declaring them polybus's way
+instead is a ``DeclarationConflict`` that names the option, both values and the fix.
 """
 
 from __future__ import annotations
@@ -90,9 +92,9 @@ async def test_tutorial_publisher_to_polybus_worker(url, pika_url, namespace):
     # Given messages sent by the tutorial's new_task.py
     queue = f"{namespace}.task_queue"
     await asyncio.to_thread(tutorial_new_task, pika_url, queue, ["First.", "Second.."])
-    # When a polybus consumer reads the same queue (classic, as the tutorial declared it)
-    async with polybus.aio.connect(f"{url}&queue_type=classic") as bus:
-        q = bus.work_queue("task_queue", dead_letter=None)
+    # When a polybus consumer reads the same queue, as the tutorial declared it
+    async with polybus.aio.connect(url) as bus:
+        q = bus.work_queue("task_queue", declare=False)
         async with q.consume() as sub:
             got = []
             for _ in range(2):
@@ -104,9 +106,10 @@ async def test_tutorial_publisher_to_polybus_worker(url, pika_url, namespace):
 
 
 async def test_polybus_sender_to_tutorial_worker(url, pika_url, namespace):
-    # Given messages sent with polybus, with properties
-    async with polybus.aio.connect(f"{url}&queue_type=classic") as bus:
-        q = bus.work_queue("task_queue", dead_letter=None)
+    # Given the tutorial's queue, and messages sent to it with polybus, with properties
+    await asyncio.to_thread(tutorial_new_task, pika_url, f"{namespace}.task_queue", [])
+    async with polybus.aio.connect(url) as bus:
+        q = bus.work_queue("task_queue", declare=False)
         await q.send({"job": 1}, headers={"trace": "t-1"}, message_id="m-1")
         await q.send(b"raw")
     # When the tutorial's worker.py consumes them
@@ -140,3 +143,55 @@ async def test_tutorial_rpc_client_gets_answers_from_a_polybus_server(url, pika_
             tutorial_rpc_client, pika_url, f"{namespace}.rpc_queue", [1, 10, 30]
         )
     assert answers == [1, 55, 832040]
+
+
+def tutorial_declarations(url: str, namespace: str) -> None:
+    """What the tutorials declare: hello.py's queue, new_task.py's durable queue, and the
+    exchanges of emit_log.py, emit_log_direct.py and emit_log_topic.py (none durable)."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.queue_declare(queue=f"{namespace}.hello")
+    channel.queue_declare(queue=f"{namespace}.task_queue", durable=True)
+    channel.exchange_declare(exchange=f"{namespace}.logs", exchange_type="fanout")
+    channel.exchange_declare(exchange=f"{namespace}.direct_logs", exchange_type="direct")
+    channel.exchange_declare(exchange=f"{namespace}.topic_logs", exchange_type="topic")
+    connection.close()
+
+
+async def test_polybus_joins_every_topology_the_tutorials_declare(url, pika_url, namespace):
+    # Given the queues and exchanges declared the tutorials' way
+    await asyncio.to_thread(tutorial_declarations, pika_url, namespace)
+    async with polybus.aio.connect(url) as bus:
+        # When polybus uses each as it exists
+        for name in ("hello", "task_queue"):
+            q = bus.work_queue(name, declare=False)
+            await q.send(f"to {name}")
+            async with q.consume() as sub:
+                msg = await sub.receive(timeout=10)
+                await msg.ack()
+            assert msg.body == f"to {name}"
+        logs = bus.pubsub("logs", declare=False)
+        direct = bus.router("direct_logs", kind="direct", declare=False)
+        topics = bus.router("topic_logs", kind="topic", declare=False)
+        async with (
+            logs.subscribe() as all_logs,
+            direct.subscribe(["error"]) as errors,
+            topics.subscribe(["kern.*"]) as kern,
+        ):
+            await logs.publish("info: hi")
+            await direct.publish("disk", key="error")
+            await topics.publish("panic", key="kern.critical")
+            got = [(await s.receive(timeout=10)).body for s in (all_logs, errors, kern)]
+        # Then every pattern works on them
+        assert got == ["info: hi", "disk", "panic"]
+        # And declaring them polybus's way says what differs and how to match it
+        with pytest.raises(DeclarationConflict, match=r"durable=False.*declare=False"):
+            await bus.work_queue("hello", dead_letter=None).declare()
+        async with polybus.aio.connect(f"{url}&queue_type=classic") as classic:
+            with pytest.raises(DeclarationConflict, match="dead_letter"):
+                await classic.work_queue("task_queue").declare()
+        with pytest.raises(DeclarationConflict, match="durable=False"):
+            await bus.router("topic_logs", kind="topic").declare()
+        # while declaring them as they are works
+        await bus.router("topic_logs", kind="topic", durable=False).declare()
+        await bus.work_queue("hello", durable=False, dead_letter=None).declare()

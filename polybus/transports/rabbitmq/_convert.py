@@ -4,6 +4,7 @@ queue arguments, envelope ↔ message properties, pika exception → ``PolybusEr
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +13,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
+from polybus.core.conflicts import exchange_conflict, queue_conflict
 from polybus.core.deadletters import EXPIRED, REJECTED
 from polybus.core.errors import (
     Closed,
@@ -246,6 +248,8 @@ def translate(
         code, text = exc.reply_code, exc.reply_text
         if refused is not DeclarationConflict and code == 406:
             return refused(f"{doing}: RabbitMQ refused it ({code} {text})")
+        if code == 406 and (conflict := _inequivalent(text)) is not None:
+            return conflict
         if code in (405, 406):  # RESOURCE_LOCKED, PRECONDITION_FAILED
             hint = ""
             if "x-queue-type" in text:
@@ -267,3 +271,51 @@ def translate(
     if isinstance(exc, pika.exceptions.AMQPError | OSError):
         return ConnectionFailed(f"{doing}: the connection to RabbitMQ failed ({exc!r})")
     return PolybusError(f"{doing}: {exc!r}")
+
+
+_INEQUIVALENT = re.compile(
+    r"inequivalent arg '(?P<arg>[^']+)' for (?P<what>queue|exchange) '(?P<name>[^']+)'"
+    r" in vhost '[^']*': received (?P<asked>.+?) but current is (?P<existing>.+)$"
+)
+_VALUE = re.compile(r"(?:the value )?'(?P<value>[^']*)'(?: of type '[^']+')?")
+# RabbitMQ's argument → (polybus's option, the value as polybus writes it)
+_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "durable": ("durable", lambda v: v == "true"),
+    "exclusive": ("exclusive", lambda v: v == "true"),
+    "auto_delete": ("auto_delete", lambda v: v == "true"),
+    "type": ("kind", str),
+    "x-dead-letter-routing-key": ("dead_letter", str),
+    "x-dead-letter-exchange": ("dead_letter", lambda v: "a dead-letter exchange"),
+    "x-message-ttl": ("message_ttl", lambda v: int(v) / 1000),
+    "x-max-priority": ("max_priority", int),
+    "x-queue-type": ("queue_type", str),
+}
+
+
+def _inequivalent(text: str) -> DeclarationConflict | None:
+    """RabbitMQ's "inequivalent arg" refusal in polybus's words (see ``core.conflicts``)."""
+    found = _INEQUIVALENT.search(text)
+    if found is None:
+        return None
+    arg, what, name = found["arg"], found["what"], found["name"]
+    option, convert = _OPTIONS.get(arg, (arg, str))
+
+    def value(described: str) -> Any:
+        if described.strip() == "none":
+            return None
+        matched = _VALUE.fullmatch(described.strip())
+        raw = matched["value"] if matched else described
+        try:
+            return convert(raw)
+        except ValueError:
+            return raw
+
+    existing, asked = {option: value(found["existing"])}, {option: value(found["asked"])}
+    if option == "queue_type":  # no x-queue-type: a classic queue
+        has, wants = existing[option] or "classic", asked[option] or "classic"
+        return DeclarationConflict(
+            f"queue {name!r} exists as a {has} queue, but this URL declares {wants} queues:"
+            f" add ?queue_type={has} to the URL, or pass declare=False to use it as it is"
+        )
+    describe = queue_conflict if what == "queue" else exchange_conflict
+    return describe(name, existing, asked)

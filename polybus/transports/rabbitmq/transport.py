@@ -410,6 +410,13 @@ class RabbitMQTransport(Transport):
             wait=wait,
         )
 
+    async def check_exchange(self, name: str) -> None:
+        doing = f"checking that exchange {name!r} exists"
+        await self._on_channel(
+            doing,
+            lambda ch: ch.call(doing, ch.channel.exchange_declare, name, "direct", passive=True),
+        )
+
     async def delete_exchange(self, name: str) -> None:
         doing = f"deleting exchange {name!r}"
         await self._on_channel(doing, lambda ch: ch.call(doing, ch.channel.exchange_delete, name))

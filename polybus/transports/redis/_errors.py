@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 
 from redis import exceptions as redis_errors
 
+from polybus.core.conflicts import exchange_conflict, queue_conflict
 from polybus.core.errors import DeclarationConflict, NotFound, PolybusError, Unroutable
 
 ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, OSError)
@@ -27,14 +29,20 @@ def _meaning(exc: BaseException, fallback: type[PolybusError], what: str) -> Pol
     if isinstance(exc, redis_errors.ResponseError):
         if message.startswith("NOGROUP"):  # a read on a stream that was deleted
             return NotFound(f"{what}: the queue was deleted")
-        for prefix, kind in (
-            ("NOTFOUND ", NotFound),
-            ("CONFLICT ", DeclarationConflict),
-            ("UNROUTABLE ", Unroutable),
-        ):
+        if message.startswith("CONFLICT "):
+            return _conflict(message[len("CONFLICT ") :])
+        for prefix, kind in (("NOTFOUND ", NotFound), ("UNROUTABLE ", Unroutable)):
             if message.startswith(prefix):
                 return kind(message[len(prefix) :])
     return fallback(f"{what}: {exc!r}")
+
+
+def _conflict(detail: str) -> DeclarationConflict:
+    """A script's ``CONFLICT <queue|exchange>\t<name>\t<existing>\t<asked>`` (options as
+    JSON), described in polybus's words."""
+    what, name, existing, asked = detail.split("\t")
+    describe = queue_conflict if what == "queue" else exchange_conflict
+    return describe(name, json.loads(existing), json.loads(asked))
 
 
 def why_not_connected(exc: BaseException, where: str, db: int) -> str:

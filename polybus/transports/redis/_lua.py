@@ -169,7 +169,7 @@ reap_conn(ARGV[2])
 return 1
 """
 
-# ARGV: prefix, conn, name, options, levels, dead letter, ttl ms, exclusive, owned, durable
+# ARGV: prefix, conn, name, options (JSON), levels, dead letter, ttl ms, exclusive, owned, durable
 DECLARE_QUEUE = r"""
 local conn, name = ARGV[2], ARGV[3]
 local meta = qkey(name)
@@ -183,9 +183,8 @@ if redis.call('EXISTS', meta) == 1 then
       return redis.error_reply('CONFLICT queue ' .. name ..
         ' is exclusive to another connection; choose another name')
     end
-    if cur[1] ~= ARGV[4] then
-      return redis.error_reply('CONFLICT queue ' .. name .. ' exists with other options (' ..
-        cur[1] .. ') than declared (' .. ARGV[4] .. '); delete it or declare it the same way')
+    if cur[1] ~= ARGV[4] then  -- the options as JSON: Python says which of them differ
+      return redis.error_reply('CONFLICT queue\t' .. name .. '\t' .. cur[1] .. '\t' .. ARGV[4])
     end
     return 0
   end
@@ -216,9 +215,11 @@ local key = P .. 'x:' .. ARGV[2]
 local cur = redis.call('HMGET', key, 'k', 'd')
 if cur[1] then
   if cur[1] ~= ARGV[3] or cur[2] ~= ARGV[4] then
-    return redis.error_reply('CONFLICT exchange ' .. ARGV[2] .. ' exists as ' .. cur[1] ..
-      ' (durable=' .. cur[2] .. '), not ' .. ARGV[3] .. ' (durable=' .. ARGV[4] ..
-      '); delete it or declare it the same way')
+    local function described(kind, durable)
+      return '{"kind": "' .. kind .. '", "durable": ' .. string.lower(durable) .. '}'
+    end
+    return redis.error_reply('CONFLICT exchange\t' .. ARGV[2] .. '\t' ..
+      described(cur[1], cur[2]) .. '\t' .. described(ARGV[3], ARGV[4]))
   end
   return 0
 end

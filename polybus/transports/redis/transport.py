@@ -25,11 +25,12 @@ import contextlib
 import hashlib
 import importlib.util
 import itertools
+import json
 import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -43,6 +44,7 @@ from polybus.core.errors import (
     ConnectionFailed,
     InvalidURL,
     MissingDependency,
+    NotFound,
     PolybusError,
 )
 from polybus.core.options import TLS, UrlOption, seconds, text, tls_context
@@ -510,7 +512,7 @@ class RedisTransport(Transport):
         self._queues[name] = options
 
     async def _declare_queue(self, name: str, options: QueueOptions) -> None:
-        described = ", ".join(f"{f.name}={getattr(options, f.name)}" for f in fields(options))
+        described = json.dumps(asdict(options), sort_keys=True)
         ttl = "" if options.message_ttl is None else str(round(options.message_ttl * 1000))
         await self.eval(
             "declare_queue",
@@ -544,6 +546,14 @@ class RedisTransport(Transport):
 
     async def _declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:
         await self.eval("declare_exchange", name, kind.value, str(durable))
+
+    async def check_exchange(self, name: str) -> None:
+        try:
+            exists = await self.client.exists(f"{self.prefix}x:{name}")
+        except _ERRORS as exc:
+            raise translate(exc, ConnectionFailed, f"Redis at {self.url.redacted()}") from exc
+        if not exists:
+            raise NotFound(f"exchange {name!r} does not exist on {self.url.redacted()}")
 
     async def delete_exchange(self, name: str) -> None:
         await self.eval("delete_exchange", name)
