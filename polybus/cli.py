@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import platform
 import sys
+
+import polybus
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -16,9 +19,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DESCRIPTION = "polybus: one messaging API on RabbitMQ, Redis or memory, chosen by a URL."
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="polybus", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="polybus", description=DESCRIPTION)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"polybus {polybus.__version__} (Python {platform.python_version()})",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((arg for arg in argv if arg in COMMANDS), None)
     modules = {}

@@ -85,3 +85,14 @@ def test_polybus_command_runs_the_tour_and_exits(memory_url: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Every pattern works" in result.stdout
+
+
+def test_version_and_help_read_as_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0
+    assert capsys.readouterr().out.startswith(f"polybus {polybus.__version__} (Python 3.")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert "``" not in help_text and "tour" in help_text and "bench" in help_text

@@ -104,3 +104,41 @@ def test_close_from_another_thread_ends_run_cleanly():
         runner.join(timeout=10)
         assert not runner.is_alive(), "run() hung after close()"
         assert errors == []
+
+
+SLOW_WORKER = textwrap.dedent(
+    """
+    import time, polybus
+    bus = polybus.connect("memory://second-signal")
+    q = bus.work_queue("jobs")
+    q.send("slow")
+
+    @q.worker()
+    def handle(msg):
+        print("handling", flush=True)
+        time.sleep(3)
+
+    bus.run()
+    print("returned", flush=True)
+    """
+)
+
+
+def test_a_second_signal_while_closing_stops_at_once_without_a_traceback():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WORKER],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("handling")
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # close gracefully: waits for the running handler
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # no, now
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "returned" in out

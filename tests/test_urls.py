@@ -140,3 +140,17 @@ def test_bad_amqp_options_are_invalid_urls(option):
 def test_an_option_given_twice_is_refused():
     with pytest.raises(polybus.InvalidURL, match="twice"):
         polybus.connect("memory://x?namespace=a&namespace=b")
+
+
+@pytest.mark.parametrize(
+    ("url", "meant"),
+    [
+        ("rabbit://h/", "amqp"),
+        ("rabbitmq://h/", "amqp"),
+        ("reddis://h", "redis"),
+        ("mem://", "memory"),
+    ],
+)
+def test_a_scheme_written_another_way_suggests_the_right_one(url, meant):
+    with pytest.raises(polybus.UnknownScheme, match=f"Did you mean {meant}://"):
+        polybus.connect(url)

@@ -3,6 +3,7 @@ asyncio core's coroutine on the bus's loop thread and waits for it."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Coroutine
@@ -16,6 +17,11 @@ from polybus.core.codecs import Codec
 from polybus.core.transport import Capabilities, Transport
 
 T = TypeVar("T")
+log = logging.getLogger("polybus")
+
+
+class _StopNow(BaseException):
+    """A second SIGINT/SIGTERM while ``run()`` closes the bus: stop now."""
 
 
 class Bus:
@@ -122,11 +128,15 @@ class Bus:
                 self._portal.stop()
 
     def run(self) -> None:
-        """Block serving until SIGINT/SIGTERM (or ``close()`` from another thread), then close."""
+        """Block serving until SIGINT/SIGTERM (or ``close()`` from another thread), then close
+        gracefully: running handlers finish. A second signal while closing stops at once,
+        without a traceback (handlers still running are left to finish on their threads)."""
         previous: dict[signal.Signals, Any] = {}
         in_main = threading.current_thread() is threading.main_thread()
 
         def stop(signum: int, frame: FrameType | None) -> None:
+            if self._stopped.is_set():
+                raise _StopNow
             self._stopped.set()
 
         if in_main:
@@ -135,10 +145,13 @@ class Bus:
         try:
             while not self._stopped.wait(0.2):
                 pass
+            self.close()
+        except _StopNow:
+            log.warning("polybus: stopped at once, on a second signal, while closing")
+            self._portal.stop()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            self.close()
 
     def __enter__(self) -> Bus:
         return self

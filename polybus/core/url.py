@@ -49,6 +49,20 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}{colon}{'***' if colon else ''}@{hostpart}"
 
 
+# schemes people write for a broker whose scheme is another (a "did you mean" by name, where
+# the spelling is too far for difflib)
+ALIASES = {
+    "rabbit": "amqp",
+    "rabbitmq": "amqp",
+    "ampq": "amqp",
+    "amqp+ssl": "amqps",
+    "redis+ssl": "rediss",
+    "unix": "redis",
+    "mem": "memory",
+    "inmemory": "memory",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerURL:
     """A parsed broker URL. ``options`` holds the query string as given; ``settings`` the
@@ -163,7 +177,8 @@ def transport_class(url: BrokerURL) -> type[Transport]:
     schemes = _known_schemes()
     target = schemes.get(url.scheme)
     if target is None:
-        close = difflib.get_close_matches(url.scheme, schemes, n=1)
+        close = [ALIASES[url.scheme]] if url.scheme in ALIASES else []
+        close = close or difflib.get_close_matches(url.scheme, schemes, n=1)
         hint = f" Did you mean {close[0]}://?" if close else ""
         raise UnknownScheme(
             f"no transport for scheme {url.scheme!r} in {url.redacted()!r}.{hint} "
