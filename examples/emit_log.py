@@ -5,25 +5,20 @@ python examples/emit_log.py --url redis://localhost:6379/0 "info: Hello World!"
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-
-import polybus
+from _tutorial import arguments, connect, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"))
+    parser = arguments(__doc__)
     parser.add_argument("message", nargs="*", default=["info: Hello World!"])
     args = parser.parse_args(argv)
     message = " ".join(args.message)
 
-    with polybus.connect(args.url) as bus:
+    with connect(args.url) as bus:
         bus.pubsub("logs").publish(message)  # a fanout: nobody listening means nobody gets it
         print(f" [x] Sent {message!r}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

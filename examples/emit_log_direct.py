@@ -5,26 +5,21 @@ python examples/emit_log_direct.py --url redis://localhost:6379/0 error "Disk fu
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-
-import polybus
+from _tutorial import arguments, connect, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"))
+    parser = arguments(__doc__)
     parser.add_argument("severity", nargs="?", default="info")
     parser.add_argument("message", nargs="*", default=["Hello World!"])
     args = parser.parse_args(argv)
     message = " ".join(args.message)
 
-    with polybus.connect(args.url) as bus:
+    with connect(args.url) as bus:
         bus.router("direct_logs", kind="direct").publish(message, key=args.severity)
         print(f" [x] Sent {args.severity!r}:{message!r}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -5,21 +5,16 @@ python examples/new_task.py --url amqp://guest:guest@localhost:5672/ "A hard tas
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-
-import polybus
+from _tutorial import arguments, connect, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"))
+    parser = arguments(__doc__)
     parser.add_argument("message", nargs="*", default=["Hello World!"])
     args = parser.parse_args(argv)
     message = " ".join(args.message)
 
-    with polybus.connect(args.url) as bus:
+    with connect(args.url) as bus:
         tasks = bus.work_queue("task_queue")  # durable: the queue survives a broker restart
         tasks.send(message, persistent=True)  # so does the message (persistent is the default)
         print(f" [x] Sent {message!r}")
@@ -27,4 +22,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

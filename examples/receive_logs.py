@@ -5,23 +5,19 @@ python examples/receive_logs.py --url redis://localhost:6379/0      # CTRL+C to 
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import os
-import sys
 
-import polybus
+from _tutorial import arguments, connect, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"))
+    parser = arguments(__doc__)
     parser.add_argument("--count", type=int, help="exit after this many messages")
     parser.add_argument("--timeout", type=float, help="give up after waiting this many seconds")
     args = parser.parse_args(argv)
 
     with (
-        polybus.connect(args.url) as bus,
+        connect(args.url) as bus,
         bus.pubsub("logs").subscribe() as logs,  # transient: its own queue, gone when we leave
     ):
         print(" [*] Waiting for logs. To exit press CTRL+C", flush=True)
@@ -31,7 +27,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("Interrupted")
+    run(main)

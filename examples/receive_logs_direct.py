@@ -5,24 +5,20 @@ python examples/receive_logs_direct.py --url redis://localhost:6379/0 warning er
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import os
-import sys
 
-import polybus
+from _tutorial import arguments, connect, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"))
+    parser = arguments(__doc__)
     parser.add_argument("--count", type=int, help="exit after this many messages")
     parser.add_argument("--timeout", type=float, help="give up after waiting this many seconds")
     parser.add_argument("severities", nargs="+", metavar="severity", help="info, warning, error")
     args = parser.parse_args(argv)
 
     with (
-        polybus.connect(args.url) as bus,
+        connect(args.url) as bus,
         # one binding per severity: a message comes when its key equals one of them
         bus.router("direct_logs", kind="direct").subscribe(args.severities) as logs,
     ):
@@ -34,7 +30,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("Interrupted")
+    run(main)

@@ -8,24 +8,20 @@ more, so ``kern.#`` gets ``kern``, ``kern.info`` and ``kern.disk.full``; ``#`` a
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import os
-import sys
 
-import polybus
+from _tutorial import arguments, connect, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"))
+    parser = arguments(__doc__)
     parser.add_argument("--count", type=int, help="exit after this many messages")
     parser.add_argument("--timeout", type=float, help="give up after waiting this many seconds")
     parser.add_argument("binding_keys", nargs="+", metavar="pattern", help='e.g. "kern.*" "#"')
     args = parser.parse_args(argv)
 
     with (
-        polybus.connect(args.url) as bus,
+        connect(args.url) as bus,
         bus.router("topic_logs", kind="topic").subscribe(args.binding_keys) as logs,
     ):
         print(" [*] Waiting for logs. To exit press CTRL+C", flush=True)
@@ -36,7 +32,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("Interrupted")
+    run(main)

@@ -5,21 +5,18 @@ python examples/rpc_client.py --url amqp://guest:guest@localhost:5672/ 30
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
+from _tutorial import arguments, connect, run
 
 import polybus
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"))
+    parser = arguments(__doc__)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a reply")
     parser.add_argument("n", type=int, nargs="?", default=30)
     args = parser.parse_args(argv)
 
-    with polybus.connect(args.url) as bus:
+    with connect(args.url) as bus:
         print(f" [x] Requesting fib({args.n})")
         try:
             response = bus.rpc("rpc_queue").call(args.n, timeout=args.timeout)
@@ -34,4 +31,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -8,12 +8,9 @@ the call it is answering is finished first.
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import threading
 
-import polybus
+from _tutorial import arguments, connect, run
 
 
 def fib(n: int) -> int:
@@ -23,8 +20,7 @@ def fib(n: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"))
+    parser = arguments(__doc__)
     parser.add_argument("--count", type=int, help="exit after answering this many requests")
     args = parser.parse_args(argv)
     answered = 0
@@ -38,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             enough.set()  # the reply is still sent: closing the bus lets this call finish
         return fib(n)  # the return value is the reply; an exception reaches the caller
 
-    with polybus.connect(args.url) as bus:
+    with connect(args.url) as bus:
         bus.rpc("rpc_queue").serve(on_request)
         print(" [x] Awaiting RPC requests", flush=True)
         if args.count:
@@ -49,4 +45,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

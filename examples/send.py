@@ -5,24 +5,19 @@ python examples/send.py --url redis://localhost:6379/0 "Hello World!"
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-
-import polybus
+from _tutorial import arguments, connect, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"))
+    parser = arguments(__doc__)
     parser.add_argument("message", nargs="?", default="Hello World!")
     args = parser.parse_args(argv)
 
-    with polybus.connect(args.url) as bus:
+    with connect(args.url) as bus:
         bus.work_queue("hello").send(args.message)  # waits in the queue until someone takes it
         print(f" [x] Sent {args.message!r}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

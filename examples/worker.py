@@ -9,24 +9,20 @@ lost, because a task leaves the queue only when acked.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import os
-import sys
 import time
 
-import polybus
+from _tutorial import arguments, connect, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"))
+    parser = arguments(__doc__)
     parser.add_argument("--count", type=int, help="exit after this many tasks")
     parser.add_argument("--timeout", type=float, help="give up after waiting this many seconds")
     parser.add_argument("--delay", type=float, default=1.0, help="seconds of work per '.'")
     args = parser.parse_args(argv)
 
-    with polybus.connect(args.url) as bus:
+    with connect(args.url) as bus:
         tasks = bus.work_queue("task_queue")
         with tasks.consume(prefetch=1) as pending:  # at most one unacked task: fair dispatch
             print(" [*] Waiting for messages. To exit press CTRL+C", flush=True)
@@ -40,7 +36,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("Interrupted")
+    run(main)

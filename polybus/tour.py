@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"polybus tour: step {number} failed on {shown}: {exc}", file=sys.stderr)
         return 1
     finally:
+        tour.clean_up()
         bus.close()
     print(f"Every pattern works on {shown}. Next: the programs in examples/ and README.md.")
     return 0
@@ -79,6 +80,13 @@ class Tour:
         self.bus = bus
         self.timeout = timeout
         self.threads_before = threads
+        self.leftovers: list[Callable[[], None]] = []  # deletes what the tour declared
+
+    def clean_up(self) -> None:
+        """Delete the queues and exchanges the tour declared: a tour leaves nothing behind."""
+        while self.leftovers:
+            with contextlib.suppress(polybus.PolybusError):
+                self.leftovers.pop()()
 
     def receive(self, sub: polybus.Subscription, count: int, who: str) -> list[polybus.Message]:
         messages: list[polybus.Message] = []
@@ -95,6 +103,7 @@ class Tour:
 
     def work_queue(self) -> None:
         tasks = self.bus.work_queue(f"{PREFIX}.tasks", durable=False, dead_letter=None)
+        self.leftovers.append(tasks.delete)
         tasks.purge()  # leftovers of an interrupted tour
         done: dict[str, list[str]] = {"A": [], "B": []}
         finished = threading.Semaphore(0)
@@ -116,7 +125,6 @@ class Tour:
                 break
         for running in workers:
             running.close()
-        tasks.delete()
         for name, bodies in done.items():
             print(f"   worker {name}  did {_names(bodies)}")
         all_done = sorted(done["A"] + done["B"])
@@ -125,6 +133,7 @@ class Tour:
 
     def pubsub(self) -> None:
         news = self.bus.pubsub(f"{PREFIX}.news")
+        self.leftovers.append(news.delete)
         with news.subscribe() as first, news.subscribe() as second:
             published = ["hello", "world"]
             for body in published:
@@ -138,6 +147,7 @@ class Tour:
 
     def direct(self) -> None:
         logs = self.bus.router(f"{PREFIX}.direct_logs", kind="direct")
+        self.leftovers.append(logs.delete)
         bindings = {"errors": ["error"], "all": ["info", "warning", "error"]}
         with logs.subscribe(bindings["errors"]) as errors, logs.subscribe(bindings["all"]) as all_:
             for name, keys in bindings.items():
@@ -149,6 +159,7 @@ class Tour:
 
     def topic(self) -> None:
         logs = self.bus.router(f"{PREFIX}.topic_logs", kind="topic")
+        self.leftovers.append(logs.delete)
         expected = {
             "kern.*": ["kern.critical", "kern.disk"],
             "*.critical": ["kern.critical", "app.critical"],
@@ -178,7 +189,8 @@ class Tour:
 
     def rpc(self) -> None:
         fib = self.bus.rpc(f"{PREFIX}.fib")
-        fib.serve(_fib)
+        server = fib.serve(_fib)
+        self.leftovers += [fib.delete, server.close]  # the server stops first
         for n, expected in ((10, 55), (20, 6765)):
             answer = fib.call(n, timeout=self.timeout)
             print(f"   fib({n}) -> {answer}")
@@ -192,6 +204,7 @@ class Tour:
             raise TourFailed("fib(-1) should have raised RemoteError")
 
     def close(self) -> None:
+        self.clean_up()
         self.bus.close()
         left = [t.name for t in threading.enumerate() if t not in self.threads_before]
         if left:

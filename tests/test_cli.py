@@ -96,3 +96,14 @@ def test_version_and_help_read_as_plain_text(capsys: pytest.CaptureFixture[str])
         main(["--help"])
     help_text = capsys.readouterr().out
     assert "``" not in help_text and "tour" in help_text and "bench" in help_text
+
+
+def test_tour_leaves_no_queue_or_exchange_behind(capsys: pytest.CaptureFixture[str]) -> None:
+    from polybus.transports.memory import get_broker
+
+    # When the tour runs on a broker
+    name = f"tour-clean-{os.urandom(4).hex()}"
+    assert main(["tour", "--url", f"memory://{name}"]) == 0, capsys.readouterr().out
+    # Then nothing it declared is left there
+    broker = get_broker(name)
+    assert broker.queues == {} and broker.exchanges == {}

@@ -84,12 +84,14 @@ class Runner:
     def _start_thread(self, program: str, argv: list[str]) -> Program:
         # set in the test's own phase: pytest's capture swaps sys.stdout between phases
         self._monkeypatch.setattr(sys, "stdout", self.output)
-        main = _load(program).main
+        module = _load(program)
         result: list[int] = []
 
-        def run() -> None:
+        def run() -> None:  # as the program's own ``run(main)`` would, with these arguments
             try:
-                result.append(main(argv))
+                module.run(lambda: module.main(argv))
+            except SystemExit as end:
+                result.append(end.code if isinstance(end.code, int) else 1)
             except BaseException:
                 self.output.write(traceback.format_exc())
                 result.append(1)
@@ -143,7 +145,9 @@ _modules: dict[str, ModuleType] = {}
 
 
 def _load(program: str) -> ModuleType:
-    """Import an example by file (they are scripts, not a package)."""
+    """Import an example by file (they are scripts, not a package, sharing ``_tutorial``)."""
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
     if program not in _modules:
         spec = importlib.util.spec_from_file_location(f"example_{program[:-3]}", EXAMPLES / program)
         assert spec is not None and spec.loader is not None
@@ -271,4 +275,19 @@ def test_worker_gives_up_when_no_task_comes(run: Runner) -> None:
     started = time.monotonic()
     assert run("worker.py", "--count", "1", "--timeout", "0.5") != 0
     assert time.monotonic() - started < DEADLINE
-    assert "ReceiveTimeout" in str(run.output)
+    assert " [!] Gave up: no message on" in str(run.output)
+    assert "Traceback" not in str(run.output)
+
+
+def test_a_standalone_example_on_memory_says_it_is_in_process_only() -> None:
+    # Given a sender run alone, on the default memory:// broker
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "new_task.py"), "--url", "memory://", "hi"],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    # Then it sends, and says that no other program will see the message, and how to fix it
+    assert done.returncode == 0
+    assert " [x] Sent 'hi'" in done.stdout
+    assert "inside this one process" in done.stderr and "--url redis://" in done.stderr

@@ -240,6 +240,10 @@ class _ExchangeWrapper:
         """Create the exchange now (publishing and subscribing declare it too)."""
         self._bus.call(self._exchange.declare())
 
+    def delete(self) -> None:
+        """Delete the exchange and its bindings (its named subscriptions' queues stay)."""
+        self._bus.call(self._exchange.delete())
+
     def _worker(self, spec: ConsumeSpec, handler: Callable[..., Any], concurrency: int) -> Worker:
         started = self._exchange.start_worker(spec, handler, _message, concurrency)
         return Worker(self._bus, self._bus.call(started))
@@ -320,6 +324,10 @@ class Rpc:
     def declare(self) -> None:
         """Create the request queue now (calls and servers declare it too)."""
         self._bus.call(self.core.declare())
+
+    def delete(self) -> None:
+        """Delete the request queue (stop its servers first: their consumers go with it)."""
+        self._bus.call(self.core.delete())
 
     def call(
         self, body: Any, *, timeout: float = 30.0, headers: dict[str, Any] | None = None

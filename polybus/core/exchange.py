@@ -42,6 +42,11 @@ class ExchangePattern:
         else:
             await self.bus.declare_exchange(self.name, self.kind, self.durable)
 
+    async def delete(self) -> None:
+        """Delete the exchange and its bindings (its named subscriptions' queues stay)."""
+        await self.bus._broker.delete_exchange(self.name)
+        self.bus.forget_exchange(self.name)
+
     async def _publish(
         self, body: Any, key: str, mandatory: bool, options: SendOptions, call: str
     ) -> None:

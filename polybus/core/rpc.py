@@ -117,6 +117,11 @@ class Rpc:
         else:
             await self.bus.declare_queue(self.name, RPC_QUEUE)
 
+    async def delete(self) -> None:
+        """Delete the request queue (stop its servers first: their consumers go with it)."""
+        await self.bus._broker.delete_queue(self.name)
+        self.bus.forget_queue(self.name)
+
     async def call(
         self, body: Any, *, timeout: float = 30.0, headers: dict[str, Any] | None = None
     ) -> Any:
