@@ -18,11 +18,11 @@ class Upper(Codec):
         return data.decode().lower()
 
 
-def test_a_registered_codec_is_used_by_name_and_decoded_by_content_type(bus):
+def test_a_registered_codec_is_used_by_name_and_decoded_by_content_type(polybus_bus):
     polybus.register_codec("upper", Upper())
-    with polybus.connect(bus.url, codec="upper") as sender:
+    with polybus.connect(polybus_bus.url, codec="upper") as sender:
         sender.work_queue("shout").send(12345)
-    with bus.work_queue("shout").consume() as sub:
+    with polybus_bus.work_queue("shout").consume() as sub:
         msg = sub.receive(timeout=5)
         msg.ack()
     assert msg.content_type == "application/x-upper"

@@ -109,17 +109,39 @@ TLS = (
 def tls_context(settings: dict[str, Any]) -> ssl.SSLContext:
     """The client TLS context the ``TLS`` options describe (the system's CAs by default).
 
-    :raises ConfigurationError: a file cannot be read or holds no certificate or key.
+    Each file is checked on its own, so that the error names the option and the file at fault:
+    with three files given, "No such file or directory" alone does not say which one is missing.
+
+    :raises ConfigurationError: a file cannot be read or holds no certificate or key (naming
+        the option and its file), or a key is given without its certificate.
     """
+    ca, cert, key = settings["ssl_ca_certs"], settings["ssl_certfile"], settings["ssl_keyfile"]
+    if key is not None and cert is None:
+        raise ConfigurationError(f"ssl_keyfile={key!r} needs the certificate too: ssl_certfile")
+    for name, path in (("ssl_ca_certs", ca), ("ssl_certfile", cert), ("ssl_keyfile", key)):
+        if path is not None:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"{name}={path!r}: cannot read the file ({exc.strerror or exc})"
+                ) from exc
     try:
-        context = ssl.create_default_context(cafile=settings["ssl_ca_certs"])
-        if settings["ssl_cert_reqs"] == "none":
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        else:
-            context.check_hostname = settings["ssl_check_hostname"]
-        if settings["ssl_certfile"] is not None:
-            context.load_cert_chain(settings["ssl_certfile"], settings["ssl_keyfile"])
+        context = ssl.create_default_context(cafile=ca)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise ConfigurationError(f"cannot set up TLS from the URL's ssl_ options: {exc}") from exc
+        raise ConfigurationError(f"ssl_ca_certs={ca!r}: holds no CA certificate ({exc})") from exc
+    if settings["ssl_cert_reqs"] == "none":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.check_hostname = settings["ssl_check_hostname"]
+    if cert is not None:
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(
+                f"ssl_certfile={cert!r} and ssl_keyfile={key!r}: not a certificate and its"
+                f" private key ({exc})"
+            ) from exc
     return context

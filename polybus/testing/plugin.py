@@ -1,10 +1,14 @@
-"""The pytest plugin: ``--polybus-url``, the conformance fixtures, and a ``bus`` fixture.
+"""The pytest plugin: ``--polybus-url``, the conformance fixtures, and buses for users' tests.
 
-Conformance tests are ``async def`` and take ``connect``: ``bus = await connect()`` opens a bus
-on the test's transport and API (every transport x {aio, blocking}), closed after the test. A test
-states what it needs with ``@pytest.mark.requires("priority")``; a transport without it is a skip
-that says why. ``broker_control`` restarts a test-owned broker. Users' own unit tests get ``bus``:
-a blocking bus on a fresh ``memory://`` broker.
+Installing polybus registers it, so it minds its own business: every fixture's name starts with
+``polybus_``, and it runs an ``async def`` test only when the test uses one of them.
+
+For users' unit tests: ``polybus_bus``, a blocking bus on a fresh ``memory://`` broker, and
+``polybus_async_bus``, its asyncio twin (an ``async def`` test that takes it runs on a loop of
+its own). For the conformance suite: ``polybus_target`` is parametrized over every transport and
+API (every transport x {aio, blocking}); ``polybus_connect`` opens buses on it, closed after
+the test; ``polybus_broker_control`` restarts a test-owned broker. A test states what it needs
+with ``@pytest.mark.requires("priority")``; a transport without it is a skip that says why.
 """
 
 from __future__ import annotations
@@ -74,12 +78,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "target" not in metafunc.fixturenames:
+    if "polybus_target" not in metafunc.fixturenames:
         return
     harnesses = metafunc.config.stash[_harness_key]
     apis = metafunc.config.getoption("--polybus-api") or list(APIS)
     params = [(name, api) for name in harnesses for api in apis]
-    metafunc.parametrize("target", params, indirect=True, ids=[f"{n}-{a}" for n, a in params])
+    metafunc.parametrize(
+        "polybus_target", params, indirect=True, ids=[f"{n}-{a}" for n, a in params]
+    )
 
 
 @dataclass
@@ -127,7 +133,10 @@ class Target:
 
 
 @pytest.fixture
-def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+def polybus_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """The transport and API this conformance test runs on (the test is parametrized over
+    every transport of ``--polybus-url``/``--polybus-transport`` and both APIs); skipped,
+    saying why, where the broker or a ``requires`` capability is missing."""
     name, api = request.param
     harness = request.config.stash[_harness_key][name]
     harness = skip_unless_available(name, harness)
@@ -160,9 +169,10 @@ def _skip_missing_capabilities(request: pytest.FixtureRequest, harness: BrokerHa
 
 
 @pytest.fixture
-def connect(target: Target) -> Callable[..., Awaitable[Any]]:
-    """``bus = await connect()``: a bus on this test's transport and API, closed afterwards."""
-    return target.connect
+def polybus_connect(polybus_target: Target) -> Callable[..., Awaitable[Any]]:
+    """``bus = await polybus_connect()``: a bus on this test's transport and API, closed after
+    the test (another URL, or ``codec=``, may be given)."""
+    return polybus_target.connect
 
 
 @dataclass
@@ -177,38 +187,80 @@ class BrokerControl:
 
 
 @pytest.fixture
-def broker_control(target: Target) -> BrokerControl:
-    url = target.harness.restartable_url(target.namespace)
+def polybus_broker_control(polybus_target: Target) -> BrokerControl:
+    """Restarts the test-owned broker behind ``.url`` (skipped where there is none)."""
+    url = polybus_target.harness.restartable_url(polybus_target.namespace)
     if url is None:
-        pytest.skip(f"{target.name}: no test-owned broker to restart for this URL")
-    return BrokerControl(target, url)
+        pytest.skip(f"{polybus_target.name}: no test-owned broker to restart for this URL")
+    return BrokerControl(polybus_target, url)
+
+
+OWN_FIXTURES = frozenset(
+    {"polybus_target", "polybus_connect", "polybus_broker_control", "polybus_async_bus"}
+)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """Run ``async def`` tests on a fresh event loop, closing their buses inside it."""
+    """Run the ``async def`` tests that use this plugin's fixtures; leave every other test to
+    whatever runs it (pytest-asyncio, anyio, …)."""
     if not inspect.iscoroutinefunction(pyfuncitem.obj):
         return None
+    if OWN_FIXTURES.isdisjoint(pyfuncitem.fixturenames):
+        return None
+    run_async_test(pyfuncitem)
+    return True
+
+
+def run_async_test(pyfuncitem: pytest.Function) -> None:
+    """Run an ``async def`` test on a fresh event loop; the buses it opened through
+    ``polybus_target`` and ``polybus_async_bus`` are closed inside that loop."""
     names = pyfuncitem._fixtureinfo.argnames
     kwargs = {name: pyfuncitem.funcargs[name] for name in names}
-    target = pyfuncitem.funcargs.get("target")
+    target = pyfuncitem.funcargs.get("polybus_target")
+    async_bus = pyfuncitem.funcargs.get("polybus_async_bus")
 
     async def run() -> None:
         try:
+            if isinstance(async_bus, _AsyncBusFactory):
+                kwargs["polybus_async_bus"] = await async_bus.open()
             await pyfuncitem.obj(**kwargs)
         finally:
             if isinstance(target, Target):
                 await target.close_all()
+            if isinstance(async_bus, _AsyncBusFactory):
+                await async_bus.close()
 
     asyncio.run(run())
-    return True
 
 
 @pytest.fixture
-def bus() -> Iterator[polybus.Bus]:
+def polybus_bus() -> Iterator[polybus.Bus]:
     """A blocking bus on a fresh in-process ``memory://`` broker, for users' unit tests."""
     with polybus.connect(f"memory://pytest-{os.urandom(6).hex()}") as test_bus:
         yield test_bus
+
+
+class _AsyncBusFactory:
+    """What ``polybus_async_bus`` holds until its test's loop runs: the bus is opened there."""
+
+    def __init__(self) -> None:
+        self.bus: AsyncBus | None = None
+
+    async def open(self) -> AsyncBus:
+        self.bus = await polybus.aio.connect(f"memory://pytest-{os.urandom(6).hex()}")
+        return self.bus
+
+    async def close(self) -> None:
+        if self.bus is not None:
+            await self.bus.close()
+
+
+@pytest.fixture
+def polybus_async_bus() -> _AsyncBusFactory:
+    """An asyncio bus on a fresh in-process ``memory://`` broker, for users' ``async def``
+    tests (the test gets the connected ``AsyncBus``; it is closed after the test)."""
+    return _AsyncBusFactory()
 
 
 __all__ = ["AsyncBus", "BrokerControl", "Target"]

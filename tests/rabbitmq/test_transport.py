@@ -20,7 +20,7 @@ async def test_precondition_failed_is_a_conflict_and_the_transport_stays_usable(
         transport = bus.transport
         name = f"{namespace}.conflict"
         await transport.declare_queue(name, QueueOptions(durable=True))
-        with pytest.raises(DeclarationConflict, match="inequivalent arg"):
+        with pytest.raises(DeclarationConflict, match="exists as a quorum queue"):
             await transport.declare_queue(name, QueueOptions(durable=True, max_priority=5))
         # the channel the broker closed is replaced: publishing and counting still work
         await transport.publish("", name, Envelope(b"x"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import calendar
 import re
+import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -319,3 +321,48 @@ def _inequivalent(text: str) -> DeclarationConflict | None:
         )
     describe = queue_conflict if what == "queue" else exchange_conflict
     return describe(name, existing, asked)
+
+
+def why_not_connected(exc: BaseException, where: str, vhost: str) -> str:
+    """What a failed connection to ``where`` (host:port) means, in words: refused, unknown
+    host, a certificate that did not verify, a refused login, a missing virtual host,
+    silence. pika wraps the cause in workflow exceptions; they are unwrapped here."""
+    causes = _causes(exc)
+    if any(isinstance(c, ssl.SSLCertVerificationError) for c in causes):
+        return f"the TLS certificate of {where} could not be verified ({_last(causes)})"
+    if any(isinstance(c, ssl.SSLError) for c in causes):
+        return f"the TLS handshake with {where} failed ({_last(causes)})"
+    if any(isinstance(c, pika.exceptions.ProbableAuthenticationError) for c in causes):
+        return f"{where} refused the user name or password"
+    if any(isinstance(c, pika.exceptions.ProbableAccessDeniedError) for c in causes):
+        return f"{where} has no virtual host {vhost!r} this user may use"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return f"nothing accepts connections at {where} (connection refused)"
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        return f"the host of {where} is unknown"
+    if any(isinstance(c, (TimeoutError, socket.timeout)) for c in causes):
+        return f"{where} did not answer in time"
+    return f"{where}: {_last(causes)}"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps: pika's workflow errors keep theirs in ``exceptions``
+    and in their arguments."""
+    found: list[BaseException] = []
+    todo = [exc]
+    while todo and len(found) < 20:
+        current = todo.pop()
+        found.append(current)
+        todo += [
+            e for e in getattr(current, "exceptions", None) or [] if isinstance(e, BaseException)
+        ]
+        todo += [a for a in current.args if isinstance(a, BaseException)]
+        for inner in (current.__cause__, current.__context__, getattr(current, "exception", None)):
+            if isinstance(inner, BaseException):
+                todo.append(inner)
+    return found
+
+
+def _last(causes: list[BaseException]) -> str:
+    innermost = causes[-1]
+    return str(innermost) or type(innermost).__name__

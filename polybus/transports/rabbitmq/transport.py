@@ -44,10 +44,17 @@ from polybus.transports.rabbitmq._convert import (
     settings_from_url,
     to_properties,
     translate,
+    why_not_connected,
 )
 from polybus.transports.rabbitmq._publisher import Pending, Publisher
 
 log = logging.getLogger("polybus.rabbitmq")
+
+# pika logs every step of a connection (about twenty INFO lines per connect) and every failure
+# it hands back to polybus with a traceback; polybus says what happened, once, in its own
+# words. So pika's log is quiet unless the application asked for it (set its level itself).
+if logging.getLogger("pika").level == logging.NOTSET:
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 State = Literal["new", "open", "recovering", "closed"]
 MAX_BACKOFF = 2.0
@@ -121,10 +128,13 @@ class RabbitMQTransport(Transport):
             if not opened.done():
                 opened.set_result(connection)
 
+        host = f"{self.settings.parameters.host}:{self.settings.parameters.port}"
+
         def on_open_error(_connection: AsyncioConnection, exc: BaseException) -> None:
             if not opened.done():
+                why = why_not_connected(exc, host, self.settings.parameters.virtual_host)
                 opened.set_exception(
-                    ConnectionFailed(f"cannot connect to RabbitMQ at {where}: {exc!r}")
+                    ConnectionFailed(f"cannot connect to RabbitMQ at {where}: {why}")
                 )
 
         try:
