@@ -10,7 +10,9 @@ The asyncio API is ``polybus.aio``, with the same names.
 from __future__ import annotations
 
 from polybus.blocking.bus import Bus, connect
-from polybus.blocking.patterns import PubSub, Router, Rpc, Subscription, Worker, WorkQueue
+from polybus.blocking.message import Message
+from polybus.blocking.patterns import PubSub, Router, Rpc, Worker, WorkQueue
+from polybus.blocking.subscription import Subscription
 from polybus.core.codecs import Codec, register_codec
 from polybus.core.errors import (
     CapabilityMissing,
@@ -32,7 +34,6 @@ from polybus.core.errors import (
     UnknownScheme,
     Unroutable,
 )
-from polybus.core.message import Message
 from polybus.core.transport import Capabilities, Transport
 
 __version__ = "0.1.0"

@@ -46,10 +46,10 @@ class connect:  # noqa: N801 - used like a function: ``await connect()`` / ``asy
         self.bus = AsyncBus(url, codec=codec, transport=transport)
 
     def __await__(self) -> Generator[Any, None, AsyncBus]:
-        return self.bus.connect().__await__()
+        return self.bus._connect().__await__()
 
     async def __aenter__(self) -> AsyncBus:
-        return await self.bus.connect()
+        return await self.bus._connect()
 
     async def __aexit__(
         self,

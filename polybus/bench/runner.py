@@ -65,12 +65,7 @@ class PolybusSuite:
             raise Unreachable(str(exc)) from exc
 
     async def _connect(self) -> AsyncBus:
-        bus = AsyncBus(self.url)
-        try:
-            return await bus.connect()
-        except BaseException:
-            await bus.close()
-            raise
+        return await polybus.aio.connect(self.url)
 
     def run(self, pattern: str, size: int, plan: Plan) -> list[Measurement]:
         loop, bus, server_bus = self.loop, self.bus, self.server_bus

@@ -143,8 +143,7 @@ async def fanout(bus: AsyncBus, size: int, plan: Plan) -> list[Measurement]:
     finally:
         for sub in subs:
             await sub.close()
-        await bus.transport.delete_exchange(pubsub.name)
-        bus.forget_exchange(pubsub.name)
+        await pubsub.delete()
     mode = f"{SUBSCRIBERS} subscribers, {BATCH} publishes in flight"
     return [Measurement("fanout", plan.fanout * SUBSCRIBERS, seconds, mode)]
 
@@ -190,9 +189,7 @@ async def rpc(bus: AsyncBus, server_bus: AsyncBus, size: int, plan: Plan) -> lis
         par, par_s = await parallel(plan.rpc)
     finally:
         await server.close()
-        await server_bus.transport.delete_queue(client.name)
-        server_bus.forget_queue(client.name)
-        bus.forget_queue(client.name)
+        await client.delete()
     return [
         Measurement("rpc-seq", plan.rpc, seq_s, "one call at a time", seq),
         Measurement("rpc-32", plan.rpc, par_s, f"{RPC_IN_FLIGHT} calls in flight", par),

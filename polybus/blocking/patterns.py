@@ -1,165 +1,60 @@
-"""The blocking API's patterns: thin wrappers that run the asyncio core's methods on the bus's
-loop thread. Consuming is the exception: deliveries go straight into a thread-safe queue that the
-caller's thread reads, and acks are batched back, so no message costs a cross-thread round trip."""
+"""The blocking API's patterns, derived from the asyncio ones (``bridge``): each method runs the
+asyncio method on the bus's loop thread and waits. Written by hand: ``consume``/``subscribe``
+(a blocking subscription) and ``worker`` (a handler on the worker's threads, started before
+the call returns, or by the decorator)."""
 
 from __future__ import annotations
 
-import queue
-from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, overload
 
-from polybus.core import exchange, pubsub, router, rpc, workqueue
+from polybus.blocking.bridge import Blocking, mirrors, waits, waits_into
+from polybus.blocking.portal import Portal
+from polybus.blocking.subscription import Subscription
+from polybus.core import pubsub, router, rpc, workqueue
 from polybus.core import worker as core_worker
-from polybus.core.arguments import check_timeout
-from polybus.core.errors import Closed, ReceiveTimeout
-from polybus.core.message import Message
-from polybus.core.subscription import ConsumeSpec, QueueConsumer
-from polybus.core.transport import Delivery
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
-    from polybus.blocking.bus import Bus
-    from polybus.core.bus import SendOptions
-
-Handler = TypeVar("Handler", bound=Callable[..., Any])
+from polybus.core.decorators import Handler, handler_or_decorator
 
 
-def _message(delivery: Delivery) -> Message:
-    """A message handed to a worker's handler: the worker settles it, not the handler."""
-    return Message(delivery, None)
-
-
-class Subscription:
-    """``with q.consume() as sub: for msg in sub: ...`` or ``sub.receive(timeout)``."""
-
-    def __init__(self, bus: Bus, spec: ConsumeSpec) -> None:
-        self._bus = bus
-        self._buffer: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
-        self._consumer = QueueConsumer(bus.core, spec, self._buffer.put)
-        self._started = False
-
-    @property
-    def queue(self) -> str:
-        """The queue this subscription consumes (server-side name, namespace included)."""
-        return self._consumer.queue
-
-    def start(self) -> Subscription:
-        if not self._started:
-            self._started = True
-            self._bus.call(self._consumer.start())
-            self._bus.core.track(self, self._close)
-        return self
-
-    def receive(self, timeout: float | None = None) -> Message:
-        """The next message; ``ReceiveTimeout`` if none arrives within ``timeout`` seconds."""
-        timeout = check_timeout(timeout)
-        self.start()
-        try:
-            delivery = self._buffer.get(timeout=timeout)
-        except queue.Empty:
-            raise ReceiveTimeout(f"no message on {self.queue!r} within {timeout}s") from None
-        if delivery is None:
-            self._buffer.put(None)
-            raise Closed(f"the subscription to {self.queue!r} is closed")
-        return Message(delivery, self._consumer)
-
-    def __iter__(self) -> Iterator[Message]:
-        while True:
-            try:
-                yield self.receive()
-            except Closed:
-                return
-
-    async def _close(self) -> None:
-        unreceived: list[Delivery] = []
-        while True:
-            try:
-                item = self._buffer.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                unreceived.append(item)
-        await self._consumer.close(unreceived)
-        self._buffer.put(None)
-        self._bus.core.untrack(self)
-
-    def close(self) -> None:
-        """Stop consuming; unreceived messages return to the queue; a transient queue goes."""
-        if self._started and not self._consumer.closed:
-            self._bus.call(self._close())
-
-    def __enter__(self) -> Subscription:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class Worker:
+class Worker(Blocking[core_worker.Worker]):
     """A running worker; ``close()`` stops it gracefully (the bus's ``close()`` does too)."""
 
-    def __init__(self, bus: Bus, worker: core_worker.Worker) -> None:
-        self._bus = bus
-        self.core = worker
-
-    @property
-    def acked(self) -> int:
-        """Messages done: the handler returned."""
-        return self.core.acked
-
-    @property
-    def retried(self) -> int:
-        """Messages sent again for another attempt after the handler raised."""
-        return self.core.retried
-
-    @property
-    def dead_lettered(self) -> int:
-        """Messages given up on: moved to the dead-letter queue, or dropped without one."""
-        return self.core.dead_lettered
-
-    @property
-    def errors(self) -> int:
-        """Messages polybus could not settle (the broker delivers them again)."""
-        return self.core.errors
-
-    def close(self) -> None:
-        self._bus.call(self.core.close())
+    queue = mirrors[str]("queue")
+    acked = mirrors[int]("acked")
+    retried = mirrors[int]("retried")
+    dead_lettered = mirrors[int]("dead_lettered")
+    errors = mirrors[int]("errors")
+    close = waits(core_worker.Worker.close)
 
 
-class WorkQueue:
-    def __init__(self, bus: Bus, core: workqueue.WorkQueue) -> None:
-        self._bus = bus
-        self.core = core
+def _started(
+    portal: Portal,
+    handler: Callable[..., Any] | None,
+    start: Callable[[Callable[..., Any]], Coroutine[Any, Any, core_worker.Worker]],
+) -> Worker | Callable[[Handler], Handler]:
+    """``worker()``'s two shapes in the blocking API: the worker runs before it returns."""
 
-    @property
-    def name(self) -> str:
-        return self.core.name
+    def run(function: Callable[..., Any]) -> Worker:
+        return Worker(portal, portal.call(start(function)))
 
-    @property
-    def dead_letter_queue(self) -> str | None:
-        return self.core.dead_letter_queue
+    return handler_or_decorator(handler, run, run)
 
-    def declare(self) -> None:
-        """Create the queue now (sending and consuming declare it too)."""
-        self._bus.call(self.core.declare())
 
-    def send(self, body: Any, **options: Unpack[SendOptions]) -> None:
-        """Send one message and wait for the broker's confirmation."""
-        self._bus.call(self.core.send(body, **options))
+class WorkQueue(Blocking[workqueue.WorkQueue]):
+    """``send`` to it; ``consume`` it or run a ``worker`` on it. Declared on first use."""
 
-    def send_many(self, bodies: Iterable[Any], *, headers: dict[str, Any] | None = None) -> None:
-        """Send several messages in order, pipelined, with one wait."""
-        self._bus.call(self.core.send_many(list(bodies), headers=headers))
+    name = mirrors[str]("name")
+    dead_letter_queue = mirrors[str | None]("dead_letter_queue")
+    declare = waits(workqueue.WorkQueue.declare)
+    send = waits(workqueue.WorkQueue.send)
+    send_many = waits(workqueue.WorkQueue.send_many)
+    size = waits(workqueue.WorkQueue.size)
+    purge = waits(workqueue.WorkQueue.purge)
+    delete = waits(workqueue.WorkQueue.delete)
 
     def consume(self, *, prefetch: int = 1, auto_ack: bool = False) -> Subscription:
-        return Subscription(self._bus, self.core.consume_spec(prefetch, auto_ack))
+        """A subscription to the queue: ``with q.consume(prefetch=10) as sub: ...``."""
+        return Subscription(self._portal, self._core._bus, self._core._spec(prefetch, auto_ack))
 
     @overload
     def worker(
@@ -192,101 +87,75 @@ class WorkQueue:
         """Run ``handler(message)`` on each message on worker threads: ack on return; on an
         exception send it again up to ``retries`` times, then dead-letter it. As a decorator
         (``@q.worker(prefetch=1)``) it starts the worker and returns the function unchanged."""
-
-        def start(function: Callable[..., Any]) -> Worker:
-            return Worker(
-                self._bus,
-                self._bus.call(
-                    self.core.start_worker(
-                        function,
-                        _message,
-                        prefetch=prefetch,
-                        concurrency=concurrency,
-                        retries=retries,
-                    )
-                ),
-            )
-
-        if handler is not None:
-            return start(handler)
-
-        def decorate(function: Handler) -> Handler:
-            start(function)
-            return function
-
-        return decorate
-
-    def size(self) -> int:
-        """Messages waiting (not counting those delivered and unacked)."""
-        return self._bus.call(self.core.size())
-
-    def purge(self) -> int:
-        return self._bus.call(self.core.purge())
-
-    def delete(self) -> None:
-        self._bus.call(self.core.delete())
+        core = self._core
+        return _started(
+            self._portal,
+            handler,
+            lambda function: core.worker(
+                function, prefetch=prefetch, concurrency=concurrency, retries=retries
+            ),
+        )
 
 
-class _ExchangeWrapper:
-    def __init__(self, bus: Bus, core: exchange.ExchangePattern) -> None:
-        self._bus = bus
-        self._exchange = core
-
-    @property
-    def name(self) -> str:
-        return self._exchange.name
-
-    def declare(self) -> None:
-        """Create the exchange now (publishing and subscribing declare it too)."""
-        self._bus.call(self._exchange.declare())
-
-    def delete(self) -> None:
-        """Delete the exchange and its bindings (its named subscriptions' queues stay)."""
-        self._bus.call(self._exchange.delete())
-
-    def _worker(self, spec: ConsumeSpec, handler: Callable[..., Any], concurrency: int) -> Worker:
-        started = self._exchange.start_worker(spec, handler, _message, concurrency)
-        return Worker(self._bus, self._bus.call(started))
-
-
-class PubSub(_ExchangeWrapper):
-    def __init__(self, bus: Bus, core: pubsub.PubSub) -> None:
-        super().__init__(bus, core)
-        self.core = core
-
-    def publish(self, body: Any, **options: Unpack[SendOptions]) -> None:
-        """Publish to every current subscriber (and every named subscription)."""
-        self._bus.call(self.core.publish(body, **options))
+class PubSub(Blocking[pubsub.PubSub]):
+    name = mirrors[str]("name")
+    declare = waits(pubsub.PubSub.declare)
+    delete = waits(pubsub.PubSub.delete)
+    publish = waits(pubsub.PubSub.publish)
 
     def subscribe(
         self, *, name: str | None = None, prefetch: int = 100, auto_ack: bool | None = None
     ) -> Subscription:
         """Transient (``name=None``: auto-acked, gone when closed) or durable named subscription
         (kept while away, shared by consumers of the name; ack each message)."""
-        return Subscription(self._bus, self.core.subscription_spec([""], name, prefetch, auto_ack))
+        spec = self._core._subscription_spec([""], name, prefetch, auto_ack)
+        return Subscription(self._portal, self._core._bus, spec)
 
+    @overload
+    def worker(
+        self,
+        handler: None = None,
+        *,
+        name: str | None = ...,
+        prefetch: int | None = ...,
+        concurrency: int = ...,
+    ) -> Callable[[Handler], Handler]: ...
+
+    @overload
     def worker(
         self,
         handler: Callable[..., Any],
         *,
+        name: str | None = ...,
+        prefetch: int | None = ...,
+        concurrency: int = ...,
+    ) -> Worker: ...
+
+    def worker(
+        self,
+        handler: Callable[..., Any] | None = None,
+        *,
         name: str | None = None,
         prefetch: int | None = None,
         concurrency: int = 1,
-    ) -> Worker:
-        spec = self.core.subscription_spec([""], name, prefetch or concurrency, None)
-        return self._worker(spec, handler, concurrency)
+    ) -> Worker | Callable[[Handler], Handler]:
+        """Run ``handler(message)`` on every message on worker threads: ack on return, reject
+        on an exception. Also a decorator."""
+        core = self._core
+        return _started(
+            self._portal,
+            handler,
+            lambda function: core.worker(
+                function, name=name, prefetch=prefetch, concurrency=concurrency
+            ),
+        )
 
 
-class Router(_ExchangeWrapper):
-    def __init__(self, bus: Bus, core: router.Router) -> None:
-        super().__init__(bus, core)
-        self.core = core
-
-    def publish(
-        self, body: Any, *, key: str, mandatory: bool = False, **options: Unpack[SendOptions]
-    ) -> None:
-        """Publish with a routing key; ``mandatory`` raises ``Unroutable`` if no queue matches."""
-        self._bus.call(self.core.publish(body, key=key, mandatory=mandatory, **options))
+class Router(Blocking[router.Router]):
+    name = mirrors[str]("name")
+    declare = waits(router.Router.declare)
+    delete = waits(router.Router.delete)
+    publish = waits(router.Router.publish)
 
     def subscribe(
         self,
@@ -297,56 +166,61 @@ class Router(_ExchangeWrapper):
         auto_ack: bool | None = None,
     ) -> Subscription:
         """Messages whose key matches any of ``keys`` (exact keys, or topic patterns)."""
-        return Subscription(self._bus, self.core.routing_spec(keys, name, prefetch, auto_ack))
+        spec = self._core._spec(keys, name, prefetch, auto_ack)
+        return Subscription(self._portal, self._core._bus, spec)
 
+    @overload
+    def worker(
+        self,
+        handler: None = None,
+        *,
+        keys: Iterable[str],
+        name: str | None = ...,
+        prefetch: int | None = ...,
+        concurrency: int = ...,
+    ) -> Callable[[Handler], Handler]: ...
+
+    @overload
     def worker(
         self,
         handler: Callable[..., Any],
         *,
         keys: Iterable[str],
+        name: str | None = ...,
+        prefetch: int | None = ...,
+        concurrency: int = ...,
+    ) -> Worker: ...
+
+    def worker(
+        self,
+        handler: Callable[..., Any] | None = None,
+        *,
+        keys: Iterable[str],
         name: str | None = None,
         prefetch: int | None = None,
         concurrency: int = 1,
-    ) -> Worker:
-        spec = self.core.routing_spec(keys, name, prefetch or concurrency, None)
-        return self._worker(spec, handler, concurrency)
+    ) -> Worker | Callable[[Handler], Handler]:
+        """Run ``handler(message)`` on every message whose key matches ``keys``, on worker
+        threads: ack on return, reject on an exception. Also a decorator."""
+        core = self._core
+        return _started(
+            self._portal,
+            handler,
+            lambda function: core.worker(
+                function, keys=keys, name=name, prefetch=prefetch, concurrency=concurrency
+            ),
+        )
 
 
-class Rpc:
-    def __init__(self, bus: Bus, core: rpc.Rpc) -> None:
-        self._bus = bus
-        self.core = core
-
-    @property
-    def name(self) -> str:
-        return self.core.name
-
-    def declare(self) -> None:
-        """Create the request queue now (calls and servers declare it too)."""
-        self._bus.call(self.core.declare())
-
-    def delete(self) -> None:
-        """Delete the request queue (stop its servers first: their consumers go with it)."""
-        self._bus.call(self.core.delete())
-
-    def call(
-        self, body: Any, *, timeout: float = 30.0, headers: dict[str, Any] | None = None
-    ) -> Any:
-        """Send a request and return the reply's body (``RpcTimeout``, ``RemoteError``)."""
-        return self._bus.call(self.core.call(body, timeout=timeout, headers=headers))
-
-    def cast(self, body: Any, *, headers: dict[str, Any] | None = None) -> None:
-        """Send a request that expects no reply."""
-        self._bus.call(self.core.cast(body, headers=headers))
-
-    def serve(
-        self, handler: Callable[..., Any], *, concurrency: int = 1, prefetch: int | None = None
-    ) -> Worker:
-        """Answer requests with ``handler(body)`` on worker threads."""
-        started = self.core.serve(handler, concurrency=concurrency, prefetch=prefetch)
-        return Worker(self._bus, self._bus.call(started))
+class Rpc(Blocking[rpc.Rpc]):
+    name = mirrors[str]("name")
+    declare = waits(rpc.Rpc.declare)
+    delete = waits(rpc.Rpc.delete)
+    call = waits(rpc.Rpc.call)
+    cast = waits(rpc.Rpc.cast)
+    serve = waits_into(rpc.Rpc.serve, Worker)
 
     def handler(self, function: Handler) -> Handler:
-        """``@rpc.handler`` — serve with the function and return it unchanged."""
+        """``@rpc.handler``: serve with the function (on worker threads) and return it."""
         self.serve(function)
         return function

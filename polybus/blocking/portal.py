@@ -35,6 +35,11 @@ class Portal:
         self.loop.run_until_complete(self.loop.shutdown_default_executor())
         self.loop.close()
 
+    @property
+    def stopped(self) -> bool:
+        """Whether ``stop()`` has begun: calls raise ``Closed`` from then on."""
+        return self._stopping
+
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         if threading.current_thread() is self._thread:
             coroutine.close()

@@ -1,14 +1,17 @@
 """The asyncio bus: one transport, the codec, declarations, and the four patterns.
 
-Everything the patterns share lives here: name qualification (the URL's ``namespace``), a cache of
-declarations so a pattern declares once per bus, envelope building (ids, timestamp, codec), and
-the set of open subscriptions and workers that ``close()`` shuts down.
+Everything the patterns share lives here, private to polybus: name qualification (the URL's
+``namespace``), a cache of declarations so a pattern declares once per bus, envelope building
+(checked options, ids, timestamp, codec), the ``Broker`` through which every transport call is
+bounded, and the set of open subscriptions and workers that ``close()`` shuts down. Its public
+surface is what users call: the four patterns, ``run``, ``close``, ``url``, ``capabilities``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import signal
 import time
@@ -29,6 +32,7 @@ from polybus.core.codecs import Codec, encode_body, get_codec
 from polybus.core.conflicts import exchange_conflict, queue_conflict
 from polybus.core.errors import CapabilityMissing, Closed, NotFound
 from polybus.core.headers import checked_headers
+from polybus.core.message import AsyncMessage, BaseMessage
 from polybus.core.names import check_name
 from polybus.core.transport import Capabilities, Envelope, ExchangeKind, QueueOptions, Transport
 from polybus.core.url import create_transport, redact, resolve_url
@@ -37,7 +41,10 @@ if TYPE_CHECKING:
     from polybus.core.pubsub import PubSub
     from polybus.core.router import Router
     from polybus.core.rpc import Rpc, RpcClient
+    from polybus.core.transport import Delivery
     from polybus.core.workqueue import WorkQueue
+
+log = logging.getLogger("polybus")
 
 
 class SendOptions(TypedDict, total=False):
@@ -65,39 +72,41 @@ class AsyncBus:
         transport: Transport | None = None,
         codec: str | Codec = "json",
     ) -> None:
-        self.transport = transport if transport is not None else create_transport(resolve_url(url))
-        self.codec = get_codec(codec) if isinstance(codec, str) else codec
-        self.namespace = self.transport.url.namespace
-        self._broker = Broker(self.transport, self.transport.url.settings["operation_timeout"])
-        self.declares: bool = self.transport.url.settings["declare"]
-        """Whether patterns declare what they use (the URL's ``declare``), unless told."""
+        self._transport = transport if transport is not None else create_transport(resolve_url(url))
+        settings = self._transport.url.settings
+        self._codec = get_codec(codec) if isinstance(codec, str) else codec
+        self._namespace: str = settings["namespace"]
+        self._declares: bool = settings["declare"]
+        self._broker = Broker(self._transport, settings["operation_timeout"])
+        self._handler_message: type[BaseMessage] = AsyncMessage
+        """What a worker's handler gets (the blocking API's bus gives its ``Message``)."""
         self._queues: dict[str, QueueOptions] = {}
         self._adopted: set[str] = set()
         self._exchanges: dict[str, tuple[ExchangeKind, bool]] = {}
         self._open: dict[int, Callable[[], Awaitable[None]]] = {}
+        self._starting: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(6).hex()
-        self._rpc_client: RpcClient | None = None
+        self._rpc: RpcClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
-        self.closed = False
+        self._closed = False
 
     @property
     def url(self) -> str:
         """The broker URL, its password hidden."""
-        return redact(self.transport.url.raw)
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            raise Closed("the bus is not connected; use 'async with polybus.aio.connect()'")
-        return self._loop
+        return redact(self._transport.url.raw)
 
     @property
     def capabilities(self) -> Capabilities:
-        return self.transport.capabilities
+        """What the transport can do (priorities, TTL, dead letters, …)."""
+        return self._transport.capabilities
 
-    async def connect(self) -> AsyncBus:
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def _connect(self) -> AsyncBus:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         await self._broker.connect()
@@ -157,16 +166,20 @@ class AsyncBus:
 
     # -- what the patterns share ------------------------------------------------------------
 
-    def qualify(self, name: str, what: str = "queue") -> str:
+    def _qualify(self, name: str, what: str = "queue") -> str:
         """The broker-side name: validated, with the URL's namespace in front."""
         check_name(name, what)
-        return f"{self.namespace}.{name}" if self.namespace else name
+        return f"{self._namespace}.{name}" if self._namespace else name
 
-    def transient_name(self, purpose: str) -> str:
+    def _transient_name(self, purpose: str) -> str:
         """A unique name for a queue that lives as long as its consumer."""
-        return self.qualify(f"polybus.{purpose}.{os.urandom(8).hex()}")
+        return self._qualify(f"polybus.{purpose}.{os.urandom(8).hex()}")
 
-    async def declare_queue(self, name: str, options: QueueOptions) -> None:
+    def _declaring(self, declare: bool | None) -> bool:
+        """A pattern's ``declare=``: its own, else the URL's."""
+        return self._declares if declare is None else check_bool(declare, "declare")
+
+    async def _declare_queue(self, name: str, options: QueueOptions) -> None:
         known = self._queues.get(name)
         if known is options or known == options:
             return
@@ -176,11 +189,11 @@ class AsyncBus:
         self._require("ttl", options.message_ttl is not None, f"queue {name!r}")
         self._require("priority", options.max_priority is not None, f"queue {name!r}")
         if options.dead_letter is not None:  # dead letters are kept, whatever their queue
-            await self.declare_queue(options.dead_letter, QueueOptions(durable=True))
+            await self._declare_queue(options.dead_letter, QueueOptions(durable=True))
         await self._broker.declare_queue(name, options)
         self._queues[name] = options
 
-    async def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool = True) -> None:
+    async def _declare_exchange(self, name: str, kind: ExchangeKind, durable: bool = True) -> None:
         known = self._exchanges.get(name)
         if known == (kind, durable):
             return
@@ -193,10 +206,6 @@ class AsyncBus:
             )
         await self._broker.declare_exchange(name, kind, durable)
         self._exchanges[name] = (kind, durable)
-
-    def _declaring(self, declare: bool | None) -> bool:
-        """A pattern's ``declare=``: its own, else the URL's."""
-        return self.declares if declare is None else check_bool(declare, "declare")
 
     async def _adopt_queue(self, name: str) -> None:
         """Use a queue as it exists, declaring nothing; check that it does exist."""
@@ -223,31 +232,33 @@ class AsyncBus:
                 ) from exc
             self._adopted.add(name)
 
-    def forget_queue(self, name: str) -> None:
+    def _forget_queue(self, name: str) -> None:
         self._queues.pop(name, None)
+        self._adopted.discard(name)
 
-    def forget_exchange(self, name: str) -> None:
+    def _forget_exchange(self, name: str) -> None:
         self._exchanges.pop(name, None)
+        self._adopted.discard(name)
 
     def _require(self, capability: str, wanted: bool, what: str) -> None:
         """Refuse an option the transport would silently ignore."""
-        capabilities = self.transport.capabilities
+        capabilities = self._transport.capabilities
         if wanted and not getattr(capabilities, capability):
             raise CapabilityMissing(
-                f"{what} asks for {capability}, which {self.transport.url.scheme}:// cannot do"
+                f"{what} asks for {capability}, which {self._transport.url.scheme}:// cannot do"
                 f" ({capabilities.reason or 'not supported'}); drop the option or switch brokers"
             )
 
-    def envelope(self, body: Any, options: SendOptions, call: str = "send") -> Envelope:
+    def _envelope(self, body: Any, options: SendOptions, call: str = "send") -> Envelope:
         """Check the options and encode the body — raising ``InvalidArgument`` or
         ``SerializationError`` before anything is sent — and add the ids."""
-        if self.closed:
+        if self._closed:
             raise Closed(f"the bus to {self.url} is closed")
         check_known(options, SEND_OPTIONS, call)
         ttl = check_ttl(options.get("ttl"))
         self._require("ttl", ttl is not None, "a message")
         headers = options.get("headers")
-        data, content_type = encode_body(body, self.codec)
+        data, content_type = encode_body(body, self._codec)
         return Envelope(
             data,
             content_type,
@@ -262,44 +273,66 @@ class AsyncBus:
             check_bool(options.get("persistent", True), "persistent"),
         )
 
-    def rpc_client(self) -> RpcClient:
+    def _message(self, delivery: Delivery) -> BaseMessage:
+        """The message a worker's handler gets (the worker settles it, not the handler)."""
+        return self._handler_message(delivery, None)
+
+    def _rpc_client(self) -> RpcClient:
         """The bus's one reply queue and its pending calls, shared by every ``Rpc``."""
         from polybus.core.rpc import RpcClient
 
-        if self._rpc_client is None:
-            self._rpc_client = RpcClient(self)
-        return self._rpc_client
+        if self._rpc is None:
+            self._rpc = RpcClient(self)
+        return self._rpc
 
-    def track(self, owner: object, close: Callable[[], Awaitable[None]]) -> None:
+    def _track(self, owner: object, close: Callable[[], Awaitable[None]]) -> None:
         """Remember an open subscription or worker, for ``close()`` to shut down."""
-        if self.closed:
+        if self._closed:
             raise Closed("the bus is closed")
         self._open[id(owner)] = close
 
-    def untrack(self, owner: object) -> None:
+    def _untrack(self, owner: object) -> None:
         self._open.pop(id(owner), None)
+
+    def _start_soon(self, starting: Awaitable[Any], what: str) -> None:
+        """Start a worker a decorator asked for (a decorator cannot await): ``run()`` waits for
+        it, and raises what it raised; a failure nobody waits for is logged."""
+
+        def report(task: asyncio.Task[Any]) -> None:
+            self._starting.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("could not start %s: %s", what, task.exception())
+
+        task = asyncio.ensure_future(starting)
+        self._starting.add(task)
+        task.add_done_callback(report)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def close(self) -> None:
         """Stop workers (running handlers finish), close subscriptions (unreceived messages go
         back), then disconnect. Leaves no task behind."""
-        if self.closed:
+        if self._closed:
             return
-        self.closed = True
+        self._closed = True
         if self._stopped is not None:
             self._stopped.set()
+        if self._starting:
+            await asyncio.gather(*self._starting, return_exceptions=True)
         for close in list(self._open.values())[::-1]:
             await close()
-        if self._rpc_client is not None:
-            await self._rpc_client.close()
+        if self._rpc is not None:
+            await self._rpc.close()
         await self._broker.close()
 
     async def run(self) -> None:
-        """Serve until SIGINT/SIGTERM (or ``close()``), then shut down gracefully."""
+        """Serve until SIGINT/SIGTERM (or ``close()``), then shut down gracefully. Workers that
+        decorators started are running first (what failed to start raises here)."""
         stopped = self._stopped
         if stopped is None:
             raise Closed("the bus is not connected; use 'async with polybus.aio.connect()'")
+        if self._starting:
+            await asyncio.gather(*self._starting)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopped.set)
@@ -311,7 +344,7 @@ class AsyncBus:
             await self.close()
 
     async def __aenter__(self) -> AsyncBus:
-        return await self.connect()
+        return await self._connect()
 
     async def __aexit__(
         self,

@@ -5,12 +5,12 @@ that are either transient (a unique exclusive queue that dies with its consumer)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from polybus.core.arguments import check_bool, check_int, check_prefetch
 from polybus.core.deadletters import Outcome
-from polybus.core.message import AsyncMessage, BaseMessage
+from polybus.core.decorators import Handler, handler_or_decorator
 from polybus.core.names import check_name, derived_name
 from polybus.core.subscription import ConsumeSpec
 from polybus.core.transport import Delivery, ExchangeKind, QueueOptions
@@ -29,42 +29,47 @@ class ExchangePattern:
     def __init__(
         self, bus: AsyncBus, name: str, kind: ExchangeKind, durable: bool, declare: bool | None
     ) -> None:
-        self.bus = bus
-        self.name = bus.qualify(name, "exchange")
-        self.kind = kind
-        self.durable = check_bool(durable, "durable")
-        self.adopted = not bus._declaring(declare)
+        self._bus = bus
+        self._name = bus._qualify(name, "exchange")
+        self._kind = kind
+        self._durable = check_bool(durable, "durable")
+        self._adopted = not bus._declaring(declare)
+
+    @property
+    def name(self) -> str:
+        """The exchange's name on the broker (namespace included)."""
+        return self._name
 
     async def declare(self) -> None:
         """Declare the exchange — or, with ``declare=False``, check that it exists."""
-        if self.adopted:
-            await self.bus._adopt_exchange(self.name)
+        if self._adopted:
+            await self._bus._adopt_exchange(self._name)
         else:
-            await self.bus.declare_exchange(self.name, self.kind, self.durable)
+            await self._bus._declare_exchange(self._name, self._kind, self._durable)
 
     async def delete(self) -> None:
         """Delete the exchange and its bindings (its named subscriptions' queues stay)."""
-        await self.bus._broker.delete_exchange(self.name)
-        self.bus.forget_exchange(self.name)
+        await self._bus._broker.delete_exchange(self._name)
+        self._bus._forget_exchange(self._name)
 
     async def _publish(
         self, body: Any, key: str, mandatory: bool, options: SendOptions, call: str
     ) -> None:
-        envelope = self.bus.envelope(body, options, call)
+        envelope = self._bus._envelope(body, options, call)
         await self.declare()
-        await self.bus._broker.publish(
-            self.name, key, envelope, mandatory=check_bool(mandatory, "mandatory")
+        await self._bus._broker.publish(
+            self._name, key, envelope, mandatory=check_bool(mandatory, "mandatory")
         )
 
-    def subscription_spec(
+    def _subscription_spec(
         self, keys: Sequence[str], name: str | None, prefetch: int, auto_ack: bool | None
     ) -> ConsumeSpec:
-        bindings = tuple((self.name, key) for key in keys)
+        bindings = tuple((self._name, key) for key in keys)
         transient = name is None
         if name is None:
-            queue = self.bus.transient_name("sub")
+            queue = self._bus._transient_name("sub")
         else:  # the exchange name already carries the namespace
-            queue = derived_name(self.name, check_name(name, "subscription"))
+            queue = derived_name(self._name, check_name(name, "subscription"))
         return ConsumeSpec(
             queue,
             TRANSIENT if transient else NAMED,
@@ -72,34 +77,36 @@ class ExchangePattern:
             prefetch=check_prefetch(prefetch),
             auto_ack=transient if auto_ack is None else check_bool(auto_ack, "auto_ack"),
             transient=transient,
-            exchange=(self.name, self.kind, self.durable),
-            adopt_exchange=self.adopted,
+            exchange=(self._name, self._kind, self._durable),
+            adopt_exchange=self._adopted,
         )
 
-    async def start_worker(
-        self,
-        spec: ConsumeSpec,
-        handler: Callable[..., Any],
-        make_message: Callable[[Delivery], BaseMessage],
-        concurrency: int,
-    ) -> Worker:
-        """Run ``handler(message)`` per message; ack on return, reject on an exception."""
-        broker = self.bus._broker
+    def _worker(
+        self, handler: Callable[..., Any] | None, spec: ConsumeSpec, concurrency: int
+    ) -> Coroutine[Any, Any, Worker] | Callable[[Handler], Handler]:
+        """``worker()``'s two shapes, on the subscription ``spec`` describes."""
         concurrency = check_int(concurrency, "concurrency", 1)
 
+        def start(function: Callable[..., Any]) -> Coroutine[Any, Any, Worker]:
+            return self._start_worker(spec, function, concurrency)
+
+        def start_soon(function: Callable[..., Any]) -> None:
+            self._bus._start_soon(start(function), f"a worker on {self._name!r}")
+
+        return handler_or_decorator(handler, start, start_soon)
+
+    async def _start_worker(
+        self, spec: ConsumeSpec, handler: Callable[..., Any], concurrency: int
+    ) -> Worker:
+        """Run ``handler(message)`` per message; ack on return, reject on an exception."""
+        broker = self._bus._broker
+
         async def reject(delivery: Delivery, exc: Exception) -> Outcome:
-            log.error("handler failed on a message from %s; rejected", self.name, exc_info=exc)
+            log.error("handler failed on a message from %s; rejected", self._name, exc_info=exc)
             if not spec.auto_ack:
                 await broker.nack(delivery, requeue=False)
             return "dead_lettered"
 
         return await start_handler_worker(
-            self.bus, spec, handler, make_message, concurrency=concurrency, on_failure=reject
-        )
-
-    async def async_worker(
-        self, spec: ConsumeSpec, handler: Callable[..., Any], concurrency: int
-    ) -> Worker:
-        return await self.start_worker(
-            spec, handler, lambda delivery: AsyncMessage(delivery, None), concurrency
+            self._bus, spec, handler, concurrency=concurrency, on_failure=reject
         )

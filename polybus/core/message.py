@@ -1,8 +1,9 @@
 """Received messages: what the patterns hand to application code.
 
 ``BaseMessage`` holds the body and properties; the asyncio API's ``AsyncMessage`` settles with
-``await msg.ack()``, the blocking API's ``Message`` with ``msg.ack()``. Both settle through the
-``Settler`` of the subscription that received them, so a message is settled at most once.
+``await msg.ack()`` through the ``Settler`` (its subscription) that received it, at most once.
+The blocking API's ``Message`` (``polybus.blocking.message``) is the same with plain calls. A
+worker's handler gets a message that is already settled: the worker settles it.
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ class Settler(Protocol):
 
     async def settle(self, delivery: Delivery, outcome: str) -> None: ...
 
-    def settle_threadsafe(self, delivery: Delivery, outcome: str) -> None: ...
-
 
 class BaseMessage:
     """A delivered message: body (decoded by content type), raw bytes and properties."""
 
     __slots__ = ("_body", "_delivery", "_settler", "settled")
 
-    def __init__(self, delivery: Delivery, settler: Settler | None) -> None:
+    def __init__(self, delivery: Delivery, settler: Any) -> None:
         self._delivery = delivery
         self._settler = settler
         self._body: Any = _UNSET
@@ -104,11 +103,7 @@ class BaseMessage:
         """1 on the first delivery, then one more on each redelivery."""
         return self._delivery.delivery_count
 
-    @property
-    def delivery(self) -> Delivery:
-        return self._delivery
-
-    def _claim(self) -> Settler | None:
+    def _claim(self) -> Any:
         if self.settled or self._settler is None:
             return None
         self.settled = True
@@ -138,25 +133,3 @@ class AsyncMessage(BaseMessage):
     async def reject(self) -> None:
         """Drop it, or move it to the queue's dead-letter queue."""
         await self.nack(requeue=False)
-
-
-class Message(BaseMessage):
-    """A message of the blocking API; settling does not wait for the broker (as AMQP acks)."""
-
-    __slots__ = ()
-
-    def ack(self) -> None:
-        """Remove it from its queue. Settling twice is a no-op."""
-        settler = self._claim()
-        if settler is not None:
-            settler.settle_threadsafe(self._delivery, "ack")
-
-    def nack(self, requeue: bool = True) -> None:
-        """Put it back (``requeue``) or drop it / move it to the dead-letter queue."""
-        settler = self._claim()
-        if settler is not None:
-            settler.settle_threadsafe(self._delivery, "requeue" if requeue else "reject")
-
-    def reject(self) -> None:
-        """Drop it, or move it to the queue's dead-letter queue."""
-        self.nack(requeue=False)

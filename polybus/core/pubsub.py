@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, overload
 
+from polybus.core.decorators import Handler
 from polybus.core.exchange import ExchangePattern
 from polybus.core.subscription import Subscription
 from polybus.core.transport import ExchangeKind
@@ -31,17 +32,37 @@ class PubSub(ExchangePattern):
     ) -> Subscription:
         """Transient (``name=None``: auto-acked, gone when closed) or durable named subscription
         (kept while away, shared by consumers of the name; ack each message)."""
-        return Subscription(self.bus, self.subscription_spec([""], name, prefetch, auto_ack))
+        return Subscription(self._bus, self._subscription_spec([""], name, prefetch, auto_ack))
 
-    async def worker(
+    @overload
+    def worker(
+        self,
+        handler: None = None,
+        *,
+        name: str | None = ...,
+        prefetch: int | None = ...,
+        concurrency: int = ...,
+    ) -> Callable[[Handler], Handler]: ...
+
+    @overload
+    def worker(
         self,
         handler: Callable[..., Any],
+        *,
+        name: str | None = ...,
+        prefetch: int | None = ...,
+        concurrency: int = ...,
+    ) -> Coroutine[Any, Any, Worker]: ...
+
+    def worker(
+        self,
+        handler: Callable[..., Any] | None = None,
         *,
         name: str | None = None,
         prefetch: int | None = None,
         concurrency: int = 1,
-    ) -> Worker:
-        spec = self.subscription_spec(
-            [""], name, concurrency if prefetch is None else prefetch, None
-        )
-        return await self.async_worker(spec, handler, concurrency)
+    ) -> Coroutine[Any, Any, Worker] | Callable[[Handler], Handler]:
+        """Run ``handler(message)`` on every message (a transient subscription, or the named
+        one): ack on return, reject on an exception. Also a decorator."""
+        size = concurrency if prefetch is None else prefetch
+        return self._worker(handler, self._subscription_spec([""], name, size, None), concurrency)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, overload
 
+from polybus.core.decorators import Handler
 from polybus.core.errors import InvalidArgument, InvalidName
 from polybus.core.exchange import ExchangePattern
 from polybus.core.names import check_key, check_pattern
@@ -39,7 +40,7 @@ class Router(ExchangePattern):
         check_key(key)
         await self._publish(body, key, mandatory, options, "publish")
 
-    def routing_spec(
+    def _spec(
         self, keys: Iterable[str], name: str | None, prefetch: int, auto_ack: bool | None
     ) -> ConsumeSpec:
         if isinstance(keys, str):
@@ -53,11 +54,11 @@ class Router(ExchangePattern):
             raise InvalidArgument(
                 f"keys must be a list of keys or patterns, not {keys!r}"
             ) from None
-        check = check_pattern if self.kind is ExchangeKind.TOPIC else check_key
+        check = check_pattern if self._kind is ExchangeKind.TOPIC else check_key
         checked: Sequence[str] = [check(key) for key in given]
         if not checked:
             raise InvalidName("subscribe needs at least one key (use '#' for every message)")
-        return self.subscription_spec(checked, name, prefetch, auto_ack)
+        return self._subscription_spec(checked, name, prefetch, auto_ack)
 
     def subscribe(
         self,
@@ -68,16 +69,40 @@ class Router(ExchangePattern):
         auto_ack: bool | None = None,
     ) -> Subscription:
         """Messages whose key matches any of ``keys`` (exact keys, or topic patterns)."""
-        return Subscription(self.bus, self.routing_spec(keys, name, prefetch, auto_ack))
+        return Subscription(self._bus, self._spec(keys, name, prefetch, auto_ack))
 
-    async def worker(
+    @overload
+    def worker(
+        self,
+        handler: None = None,
+        *,
+        keys: Iterable[str],
+        name: str | None = ...,
+        prefetch: int | None = ...,
+        concurrency: int = ...,
+    ) -> Callable[[Handler], Handler]: ...
+
+    @overload
+    def worker(
         self,
         handler: Callable[..., Any],
+        *,
+        keys: Iterable[str],
+        name: str | None = ...,
+        prefetch: int | None = ...,
+        concurrency: int = ...,
+    ) -> Coroutine[Any, Any, Worker]: ...
+
+    def worker(
+        self,
+        handler: Callable[..., Any] | None = None,
         *,
         keys: Iterable[str],
         name: str | None = None,
         prefetch: int | None = None,
         concurrency: int = 1,
-    ) -> Worker:
-        spec = self.routing_spec(keys, name, concurrency if prefetch is None else prefetch, None)
-        return await self.async_worker(spec, handler, concurrency)
+    ) -> Coroutine[Any, Any, Worker] | Callable[[Handler], Handler]:
+        """Run ``handler(message)`` on every message whose key matches ``keys``: ack on return,
+        reject on an exception. Also a decorator."""
+        size = concurrency if prefetch is None else prefetch
+        return self._worker(handler, self._spec(keys, name, size, None), concurrency)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from polybus.core.arguments import check_int, check_prefetch, check_seconds
 from polybus.core.codecs import JsonCodec, decode_body
 from polybus.core.deadletters import Outcome
+from polybus.core.decorators import Handler
 from polybus.core.errors import RemoteError, RpcTimeout
 from polybus.core.exchange import TRANSIENT
 from polybus.core.limits import MAX_TTL, MIN_TTL
@@ -52,7 +53,7 @@ class RpcClient:
             async with self._starting:
                 if self._consumer is None:
                     spec = ConsumeSpec(
-                        self.bus.transient_name("reply"),
+                        self.bus._transient_name("reply"),
                         TRANSIENT,
                         prefetch=1000,
                         auto_ack=True,
@@ -103,24 +104,30 @@ class RpcClient:
 
 
 class Rpc:
-    """``await rpc.call(30, timeout=5)`` on clients; ``await rpc.serve(fib)`` on servers."""
+    """``await rpc.call(30, timeout=5)`` on clients; ``await rpc.serve(fib)`` (or the
+    ``@rpc.handler`` decorator) on servers."""
 
     def __init__(self, bus: AsyncBus, name: str, *, declare: bool | None = None) -> None:
-        self.bus = bus
-        self.name = bus.qualify(name)
-        self.adopted = not bus._declaring(declare)
+        self._bus = bus
+        self._name = bus._qualify(name)
+        self._adopted = not bus._declaring(declare)
+
+    @property
+    def name(self) -> str:
+        """The request queue's name on the broker (namespace included)."""
+        return self._name
 
     async def declare(self) -> None:
         """Declare the request queue — or, with ``declare=False``, check that it exists."""
-        if self.adopted:
-            await self.bus._adopt_queue(self.name)
+        if self._adopted:
+            await self._bus._adopt_queue(self._name)
         else:
-            await self.bus.declare_queue(self.name, RPC_QUEUE)
+            await self._bus._declare_queue(self._name, RPC_QUEUE)
 
     async def delete(self) -> None:
         """Delete the request queue (stop its servers first: their consumers go with it)."""
-        await self.bus._broker.delete_queue(self.name)
-        self.bus.forget_queue(self.name)
+        await self._bus._broker.delete_queue(self._name)
+        self._bus._forget_queue(self._name)
 
     async def call(
         self, body: Any, *, timeout: float = 30.0, headers: dict[str, Any] | None = None
@@ -131,33 +138,34 @@ class Rpc:
         :raises RemoteError: the handler raised.
         """
         timeout = check_seconds(timeout, "timeout", low=MIN_TTL, high=MAX_TTL)
-        expiry = timeout if self.bus.capabilities.ttl else None
+        expiry = timeout if self._bus.capabilities.ttl else None
         options: SendOptions = {"headers": headers, "ttl": expiry, "persistent": False}
-        envelope = self.bus.envelope(body, options, "call")
+        envelope = self._bus._envelope(body, options, "call")
         await self.declare()
-        return await self.bus.rpc_client().call(self.name, envelope, timeout)
+        return await self._bus._rpc_client().call(self._name, envelope, timeout)
 
     async def cast(self, body: Any, *, headers: dict[str, Any] | None = None) -> None:
         """Send a request that expects no reply."""
-        envelope = self.bus.envelope(body, {"headers": headers, "persistent": False}, "cast")
+        envelope = self._bus._envelope(body, {"headers": headers, "persistent": False}, "cast")
         await self.declare()
-        await self.bus._broker.publish("", self.name, envelope)
+        await self._bus._broker.publish("", self._name, envelope)
 
     async def serve(
         self, handler: Callable[..., Any], *, concurrency: int = 1, prefetch: int | None = None
     ) -> Worker:
-        """Answer requests with ``handler(body)``; its return value is the reply body."""
+        """Answer requests with ``handler(body)`` — a coroutine on the loop, a plain function
+        on the worker's own threads; its return value is the reply body."""
         concurrency = check_int(concurrency, "concurrency", 1)
         prefetch = check_prefetch(concurrency if prefetch is None else prefetch)
-        runner = HandlerRunner(handler, concurrency, self.name)
-        bus = self.bus
+        runner = HandlerRunner(handler, concurrency, self._name)
+        bus = self._bus
         broker = bus._broker
 
         async def process(delivery: Delivery) -> Outcome:
             request = delivery.envelope
             try:
                 result = await runner.call(decode_body(request.body, request.content_type))
-                reply = bus.envelope(result, _REPLY) if request.reply_to else None
+                reply = bus._envelope(result, _REPLY) if request.reply_to else None
             except Exception as exc:
                 reply = _error_reply(exc) if request.reply_to else None
             if reply is not None and request.reply_to:
@@ -169,9 +177,15 @@ class Rpc:
             return "acked"
 
         await self.declare()
-        spec = ConsumeSpec(self.name, RPC_QUEUE, prefetch=prefetch, adopt_queue=self.adopted)
+        spec = ConsumeSpec(self._name, RPC_QUEUE, prefetch=prefetch, adopt_queue=self._adopted)
         worker = Worker(bus, spec, process, concurrency=concurrency, runner=runner)
-        return await worker.start()
+        return await worker._start()
+
+    def handler(self, function: Handler) -> Handler:
+        """``@rpc.handler``: serve with the function and return it unchanged (the server
+        starts as a task of the bus: ``await bus.run()`` waits for it)."""
+        self._bus._start_soon(self.serve(function), f"a server on {self._name!r}")
+        return function
 
 
 def _time_out(future: asyncio.Future[Delivery], queue: str, timeout: float) -> None:

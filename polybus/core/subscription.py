@@ -1,16 +1,15 @@
 """Consuming one queue: declaring what it needs, buffering deliveries, settling them.
 
 ``QueueConsumer`` is the one implementation of the consume lifecycle; the asyncio API's
-``Subscription`` (here) and the blocking API's subscription read its deliveries from different
-buffers but start, settle and close through it.
+``Subscription`` (here) and the blocking API's (``polybus.blocking.subscription``) read its
+deliveries from different buffers but start, settle and close through it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -54,9 +53,7 @@ class QueueConsumer:
         self.spec = spec
         self._sink = sink
         self._tag: str | None = None
-        self._pending: deque[tuple[Delivery, str]] = deque()
-        self._flush_scheduled = False
-        self._flushing: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self.closed = False
 
     @property
@@ -71,11 +68,11 @@ class QueueConsumer:
         elif spec.adopt_exchange:
             await self.bus._adopt_exchange(spec.exchange[0])
         else:
-            await self.bus.declare_exchange(*spec.exchange)
+            await self.bus._declare_exchange(*spec.exchange)
         if spec.adopt_queue:
             await self.bus._adopt_queue(spec.queue)
         else:
-            await self.bus.declare_queue(spec.queue, spec.options)
+            await self.bus._declare_queue(spec.queue, spec.options)
         for exchange, key in spec.bindings:
             await broker.bind(spec.queue, exchange, key)
         self._tag = await broker.consume(
@@ -86,14 +83,18 @@ class QueueConsumer:
         if delivery.defect is None:
             self._sink(delivery)
             return
-        undecodable = dead_letter(
-            self.bus, self.spec, delivery, UNDECODABLE, detail=delivery.defect
+        self.in_background(
+            dead_letter(self.bus, self.spec, delivery, UNDECODABLE, detail=delivery.defect)
         )
-        task = asyncio.ensure_future(self._settle_logged(undecodable))
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
+
+    def in_background(self, settling: Awaitable[Any]) -> None:
+        """Settle without making anyone wait; ``close()`` waits for it."""
+        task = asyncio.ensure_future(self._settle_logged(settling))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def settle(self, delivery: Delivery, outcome: str) -> None:
+        """Ack (``ack``), requeue (``requeue``) or reject (``reject``) a delivery."""
         if self.spec.auto_ack:
             return
         broker = self.bus._broker
@@ -102,38 +103,10 @@ class QueueConsumer:
         else:
             await broker.nack(delivery, requeue=outcome == "requeue")
 
-    def settle_threadsafe(self, delivery: Delivery, outcome: str) -> None:
-        """Queue a settlement from any thread; one loop wake-up serves a whole batch."""
-        if self.spec.auto_ack:
-            return
-        if self.closed:
-            raise Closed(
-                f"the subscription to {self.queue!r} is closed; the broker redelivers what it held"
-            )
-        self._pending.append((delivery, outcome))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.bus.loop.call_soon_threadsafe(self._start_flush)
-
-    def _start_flush(self) -> None:
-        task = asyncio.ensure_future(self._flush())
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
-
-    async def _flush(self) -> None:
-        self._flush_scheduled = False
-        broker = self.bus._broker
-        acks: list[Delivery] = []
-        while self._pending:
-            delivery, outcome = self._pending.popleft()
-            if outcome == "ack":
-                acks.append(delivery)
-                continue
-            await self._settle_logged(broker.ack_many(acks))
-            acks = []
-            await self._settle_logged(broker.nack(delivery, requeue=outcome == "requeue"))
-        if acks:
-            await self._settle_logged(broker.ack_many(acks))
+    async def settle_all(self, settlements: Iterable[tuple[Delivery, str]]) -> None:
+        """Settle several, in order; what fails is logged (the broker redelivers it)."""
+        for delivery, outcome in settlements:
+            await self._settle_logged(self.settle(delivery, outcome))
 
     @staticmethod
     async def _settle_logged(settling: Awaitable[Any]) -> None:
@@ -153,19 +126,18 @@ class QueueConsumer:
                 log.warning("could not cancel consumer on %s: %s", self.spec.queue, exc)
 
     async def close(self, unreceived: list[Delivery]) -> None:
-        """Stop, flush settlements, return ``unreceived`` deliveries to the queue, clean up."""
+        """Stop, let settlements finish, return ``unreceived`` deliveries to the queue, and
+        delete a transient queue."""
         if self.closed:
             return
         self.closed = True
         await self.stop_consuming()
-        await self._flush()
-        if self._flushing:
-            await asyncio.gather(*self._flushing, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if not self.spec.auto_ack:
-            for delivery in unreceived:
-                await self._settle_logged(self.bus._broker.nack(delivery, requeue=True))
+            await self.settle_all((delivery, "requeue") for delivery in unreceived)
         if self.spec.transient:
-            self.bus.forget_queue(self.spec.queue)
+            self.bus._forget_queue(self.spec.queue)
             try:
                 await self.bus._broker.delete_queue(self.spec.queue)
             except PolybusError as exc:
@@ -187,10 +159,11 @@ class Subscription:
         return self._consumer.queue
 
     async def start(self) -> Subscription:
+        """Start consuming now (entering the ``async with`` block or receiving does too)."""
         if not self._started:
             self._started = True
             await self._consumer.start()
-            self._consumer.bus.track(self, self.close)
+            self._consumer.bus._track(self, self.close)
         return self
 
     async def receive(self, timeout: float | None = None) -> AsyncMessage:
@@ -227,7 +200,7 @@ class Subscription:
         """Stop consuming; unreceived messages return to the queue; a transient queue goes."""
         await self._consumer.close(self._inbox.drain())
         self._inbox.close()  # wakes a receiver waiting on the closed subscription
-        self._consumer.bus.untrack(self)
+        self._consumer.bus._untrack(self)
 
     async def __aenter__(self) -> Subscription:
         return await self.start()

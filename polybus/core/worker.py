@@ -73,26 +73,44 @@ class Worker:
         concurrency: int,
         runner: HandlerRunner,
     ) -> None:
-        self.bus = bus
+        self._bus = bus
         self._inbox = Inbox()
         self._consumer = QueueConsumer(bus, spec, self._inbox.put)
         self._process = process
         self._runner = runner
         self._concurrency = concurrency
         self._tasks: list[asyncio.Task[None]] = []
-        self.acked = 0
-        self.retried = 0
-        self.dead_lettered = 0
-        self.errors = 0
+        self._counts = {"acked": 0, "retried": 0, "dead_lettered": 0, "errors": 0}
 
     @property
     def queue(self) -> str:
+        """The queue this worker consumes (server-side name, namespace included)."""
         return self._consumer.queue
 
-    async def start(self) -> Worker:
+    @property
+    def acked(self) -> int:
+        """Messages done: the handler returned."""
+        return self._counts["acked"]
+
+    @property
+    def retried(self) -> int:
+        """Messages sent again for another attempt after the handler raised."""
+        return self._counts["retried"]
+
+    @property
+    def dead_lettered(self) -> int:
+        """Messages given up on: moved to the dead-letter queue, or dropped without one."""
+        return self._counts["dead_lettered"]
+
+    @property
+    def errors(self) -> int:
+        """Messages polybus could not settle (the broker delivers them again)."""
+        return self._counts["errors"]
+
+    async def _start(self) -> Worker:
         await self._consumer.start()
         self._tasks = [asyncio.ensure_future(self._run()) for _ in range(self._concurrency)]
-        self.bus.track(self, self.close)
+        self._bus._track(self, self.close)
         return self
 
     async def _run(self) -> None:
@@ -103,19 +121,14 @@ class Worker:
             try:
                 outcome = await self._process(delivery)
             except PolybusError as exc:
-                self.errors += 1
+                self._counts["errors"] += 1
                 log.error("worker on %s could not finish a message: %s", self.queue, exc)
                 continue
             except Exception:
-                self.errors += 1
+                self._counts["errors"] += 1
                 log.exception("worker on %s failed on a message", self.queue)
                 continue
-            if outcome == "acked":
-                self.acked += 1
-            elif outcome == "retried":
-                self.retried += 1
-            else:
-                self.dead_lettered += 1
+            self._counts[outcome] += 1
 
     async def close(self) -> None:
         """Graceful stop: no new deliveries, running handlers finish, the rest go back."""
@@ -127,7 +140,7 @@ class Worker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._consumer.close(unstarted)
         await asyncio.get_running_loop().run_in_executor(None, self._runner.shutdown)
-        self.bus.untrack(self)
+        self._bus._untrack(self)
 
 
 OnFailure = Callable[[Delivery, Exception], Awaitable[Outcome]]
@@ -137,7 +150,6 @@ async def start_handler_worker(
     bus: AsyncBus,
     spec: ConsumeSpec,
     handler: Callable[..., Any],
-    make_message: Callable[[Delivery], Any],
     *,
     concurrency: int,
     on_failure: OnFailure,
@@ -149,7 +161,7 @@ async def start_handler_worker(
     call, broker = runner.call, bus._broker
 
     async def process(delivery: Delivery) -> Outcome:
-        message = make_message(delivery)
+        message = bus._message(delivery)
         try:
             message.body  # noqa: B018 - decoded now (and kept) to know it can be
         except SerializationError as exc:
@@ -162,4 +174,4 @@ async def start_handler_worker(
             await broker.ack(delivery)
         return "acked"
 
-    return await Worker(bus, spec, process, concurrency=concurrency, runner=runner).start()
+    return await Worker(bus, spec, process, concurrency=concurrency, runner=runner)._start()

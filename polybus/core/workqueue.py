@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from polybus.core.arguments import check_bool, check_int, check_prefetch, check_ttl
 from polybus.core.deadletters import (
@@ -14,9 +14,9 @@ from polybus.core.deadletters import (
     dead_letter,
     is_dead_letter_queue,
 )
+from polybus.core.decorators import Handler, handler_or_decorator
 from polybus.core.headers import RETRIES
 from polybus.core.limits import MAX_NAME, MAX_PRIORITY
-from polybus.core.message import AsyncMessage, BaseMessage
 from polybus.core.names import check_name, derived_name
 from polybus.core.subscription import ConsumeSpec, Subscription
 from polybus.core.transport import Delivery, QueueOptions
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from polybus.core.bus import AsyncBus, SendOptions
 
 log = logging.getLogger("polybus")
-
-MessageFactory = Callable[[Delivery], BaseMessage]
 
 
 def dead_letter_name(name: str) -> str:
@@ -64,109 +62,128 @@ class WorkQueue:
         message_ttl: float | None,
         declare: bool | None,
     ) -> None:
-        self.bus = bus
-        self.name = bus.qualify(name)
-        self.adopted = not bus._declaring(declare)
+        self._bus = bus
+        self._name = bus._qualify(name)
+        self._adopted = not bus._declaring(declare)
         check_bool(durable, "durable")
         if max_priority is not None:
             check_int(max_priority, "max_priority", 1, MAX_PRIORITY)
         if dead_letter is True:  # the default: a dead-letter queue where the transport has them
             wanted = bus.capabilities.dead_letter and not is_dead_letter_queue(name)
-            dead_letter = dead_letter_name(name) if wanted and not self.adopted else None
+            dead_letter = dead_letter_name(name) if wanted and not self._adopted else None
         elif dead_letter is not None:
             check_name(dead_letter, "dead-letter queue")
-        self.options = QueueOptions(
+        self._options = QueueOptions(
             durable=durable,
-            dead_letter=bus.qualify(dead_letter) if dead_letter else None,
+            dead_letter=bus._qualify(dead_letter) if dead_letter else None,
             message_ttl=check_ttl(message_ttl, "message_ttl"),
             max_priority=max_priority,
         )
 
     @property
+    def name(self) -> str:
+        """The queue's name on the broker (namespace included)."""
+        return self._name
+
+    @property
     def dead_letter_queue(self) -> str | None:
-        return self.options.dead_letter
+        """Where its dead letters go (the broker's name), if anywhere."""
+        return self._options.dead_letter
 
     async def declare(self) -> None:
         """Declare the queue (and its dead-letter queue) — or, with ``declare=False``, check
         that it exists (and the dead-letter queue named, if one was)."""
-        if not self.adopted:
-            await self.bus.declare_queue(self.name, self.options)
+        if not self._adopted:
+            await self._bus._declare_queue(self._name, self._options)
             return
-        await self.bus._adopt_queue(self.name)
-        if self.options.dead_letter is not None:
-            await self.bus._adopt_queue(self.options.dead_letter)
+        await self._bus._adopt_queue(self._name)
+        if self._options.dead_letter is not None:
+            await self._bus._adopt_queue(self._options.dead_letter)
 
     async def send(self, body: Any, **options: Unpack[SendOptions]) -> None:
-        """Send one message; returns once the broker has confirmed it. Persistent when the
-        queue is durable, unless ``persistent=False``."""
-        options.setdefault("persistent", self.options.durable)
-        envelope = self.bus.envelope(body, options)
+        """Send one message and wait for the broker's confirmation. Persistent when the queue
+        is durable, unless ``persistent=False``."""
+        options.setdefault("persistent", self._options.durable)
+        envelope = self._bus._envelope(body, options)
         await self.declare()
-        await self.bus._broker.publish("", self.name, envelope)
+        await self._bus._broker.publish("", self._name, envelope)
 
     async def send_many(
         self, bodies: Iterable[Any], *, headers: dict[str, Any] | None = None
     ) -> None:
-        """Send several messages in order, pipelined; all are encoded before any is sent."""
-        options: SendOptions = {"headers": headers, "persistent": self.options.durable}
-        items = [(self.name, self.bus.envelope(body, options, "send_many")) for body in bodies]
+        """Send several messages in order, pipelined, with one wait; all are encoded before
+        any is sent."""
+        options: SendOptions = {"headers": headers, "persistent": self._options.durable}
+        items = [(self._name, self._bus._envelope(body, options, "send_many")) for body in bodies]
         await self.declare()
-        await self.bus._broker.publish_many("", items)
+        await self._bus._broker.publish_many("", items)
 
     def consume(self, *, prefetch: int = 1, auto_ack: bool = False) -> Subscription:
         """A subscription to the queue: ``async with q.consume(prefetch=10) as sub: ...``."""
-        return Subscription(self.bus, self.consume_spec(prefetch, auto_ack))
+        return Subscription(self._bus, self._spec(prefetch, auto_ack))
 
-    def consume_spec(self, prefetch: int, auto_ack: bool = False) -> ConsumeSpec:
+    def _spec(self, prefetch: int, auto_ack: bool = False) -> ConsumeSpec:
         return ConsumeSpec(
-            self.name,
-            self.options,
+            self._name,
+            self._options,
             prefetch=check_prefetch(prefetch),
             auto_ack=check_bool(auto_ack, "auto_ack"),
-            adopt_queue=self.adopted,
+            adopt_queue=self._adopted,
         )
 
-    async def worker(
+    @overload
+    def worker(
+        self,
+        handler: None = None,
+        *,
+        prefetch: int | None = ...,
+        concurrency: int = ...,
+        retries: int = ...,
+    ) -> Callable[[Handler], Handler]: ...
+
+    @overload
+    def worker(
         self,
         handler: Callable[..., Any],
+        *,
+        prefetch: int | None = ...,
+        concurrency: int = ...,
+        retries: int = ...,
+    ) -> Coroutine[Any, Any, Worker]: ...
+
+    def worker(
+        self,
+        handler: Callable[..., Any] | None = None,
         *,
         prefetch: int | None = None,
         concurrency: int = 1,
         retries: int = 3,
-    ) -> Worker:
-        """Run ``handler(message)`` on each message: ack on return; on an exception, send it
-        again up to ``retries`` times, then move it to the dead-letter queue."""
-        return await self.start_worker(
-            handler,
-            lambda delivery: AsyncMessage(delivery, None),
-            prefetch=prefetch,
-            concurrency=concurrency,
-            retries=retries,
-        )
+    ) -> Coroutine[Any, Any, Worker] | Callable[[Handler], Handler]:
+        """Run ``handler(message)`` on each message — a coroutine on the loop, a plain function
+        on the worker's own threads: ack on return; on an exception, send it again up to
+        ``retries`` times, then move it to the dead-letter queue. As a decorator
+        (``@q.worker(prefetch=1)``) it starts the worker and returns the function."""
 
-    async def start_worker(
-        self,
-        handler: Callable[..., Any],
-        make_message: MessageFactory,
-        *,
-        prefetch: int | None,
-        concurrency: int,
-        retries: int,
-    ) -> Worker:
         concurrency = check_int(concurrency, "concurrency", 1)
         retries = check_int(retries, "retries", 0)
-        spec = self.consume_spec(prefetch if prefetch is not None else concurrency)
+        spec = self._spec(prefetch if prefetch is not None else concurrency)
 
+        def start(function: Callable[..., Any]) -> Coroutine[Any, Any, Worker]:
+            return self._start_worker(spec, function, concurrency, retries)
+
+        def start_soon(function: Callable[..., Any]) -> None:
+            self._bus._start_soon(start(function), f"a worker on {self._name!r}")
+
+        return handler_or_decorator(handler, start, start_soon)
+
+    async def _start_worker(
+        self, spec: ConsumeSpec, handler: Callable[..., Any], concurrency: int, retries: int
+    ) -> Worker:
         async def retry_or_dead_letter(delivery: Delivery, exc: Exception) -> Outcome:
             return await self._handle_failure(spec, delivery, exc, retries)
 
         return await start_handler_worker(
-            self.bus,
-            spec,
-            handler,
-            make_message,
-            concurrency=concurrency,
-            on_failure=retry_or_dead_letter,
+            self._bus, spec, handler, concurrency=concurrency, on_failure=retry_or_dead_letter
         )
 
     async def _handle_failure(
@@ -176,28 +193,30 @@ class WorkQueue:
         done = retries_of(envelope.headers)
         if done < retries:
             headers = {**envelope.headers, RETRIES: done + 1}
-            await self.bus._broker.publish("", self.name, replace(envelope, headers=headers))
-            await self.bus._broker.ack(delivery)
+            await self._bus._broker.publish("", self._name, replace(envelope, headers=headers))
+            await self._bus._broker.ack(delivery)
             log.warning(
                 "retrying message %s on %s (%d/%d): %r",
                 envelope.message_id,
-                self.name,
+                self._name,
                 done + 1,
                 retries,
                 exc,
             )
             return "retried"
-        return await dead_letter(self.bus, spec, delivery, RETRIES_EXHAUSTED, error=exc)
+        return await dead_letter(self._bus, spec, delivery, RETRIES_EXHAUSTED, error=exc)
 
     async def size(self) -> int:
         """Messages waiting (not counting those delivered and unacked)."""
         await self.declare()
-        return await self.bus._broker.queue_size(self.name)
+        return await self._bus._broker.queue_size(self._name)
 
     async def purge(self) -> int:
+        """Drop the waiting messages; return how many there were."""
         await self.declare()
-        return await self.bus._broker.purge_queue(self.name)
+        return await self._bus._broker.purge_queue(self._name)
 
     async def delete(self) -> None:
-        await self.bus._broker.delete_queue(self.name)
-        self.bus.forget_queue(self.name)
+        """Delete the queue and its messages."""
+        await self._bus._broker.delete_queue(self._name)
+        self._bus._forget_queue(self._name)

@@ -111,9 +111,9 @@ class Target:
         """Call a transport primitive of a bus of either API, on the bus's own loop."""
         if isinstance(bus, AsyncView):
             blocking = bus.blocking
-            primitive = getattr(blocking.core.transport, method)
-            return await in_thread(blocking.call, primitive(*args))
-        return await getattr(bus.transport, method)(*args)
+            primitive = getattr(blocking._core._transport, method)
+            return await in_thread(blocking._portal.call, primitive(*args))
+        return await getattr(bus._transport, method)(*args)
 
     async def crash(self, bus: Any) -> None:
         """Kill a bus's connection as a crashed process would: no acks, no goodbye."""

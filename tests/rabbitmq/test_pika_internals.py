@@ -28,7 +28,7 @@ def test_a_pika_method_polybus_relies_on_is_unchanged(what):
 
 async def test_the_pika_attributes_polybus_reads_are_there_on_a_live_connection(url):
     async with polybus.aio.connect(url) as bus:
-        connection = bus.transport._connection
+        connection = bus._transport._connection
         transport = getattr(connection, "_transport", None)
         assert transport is not None, f"pika {pika.__version__}: no connection._transport"
         assert hasattr(transport, "_sock"), f"pika {pika.__version__}: no transport._sock"

@@ -17,7 +17,7 @@ from polybus.core.transport import Envelope, QueueOptions
 
 async def test_precondition_failed_is_a_conflict_and_the_transport_stays_usable(url, namespace):
     async with polybus.aio.connect(url) as bus:
-        transport = bus.transport
+        transport = bus._transport
         name = f"{namespace}.conflict"
         await transport.declare_queue(name, QueueOptions(durable=True))
         with pytest.raises(DeclarationConflict, match="exists as a quorum queue"):
@@ -31,9 +31,9 @@ async def test_exclusive_queue_of_another_connection_is_a_conflict(url, namespac
     async with polybus.aio.connect(url) as owner, polybus.aio.connect(url) as other:
         name = f"{namespace}.mine"
         options = QueueOptions(durable=False, exclusive=True)
-        await owner.transport.declare_queue(name, options)
+        await owner._transport.declare_queue(name, options)
         with pytest.raises(DeclarationConflict, match="RESOURCE_LOCKED"):
-            await other.transport.declare_queue(name, options)
+            await other._transport.declare_queue(name, options)
 
 
 async def test_confirms_are_pipelined(url):
@@ -41,7 +41,7 @@ async def test_confirms_are_pipelined(url):
     async with polybus.aio.connect(url) as bus:
         q = bus.work_queue("pipelined")
         await q.declare()
-        publisher = await bus.transport._get_publisher()
+        publisher = await bus._transport._get_publisher()
         in_flight: list[int] = []
         send = publisher.send
 
@@ -66,10 +66,10 @@ async def test_a_nacked_publish_raises(url, pika_url, namespace):
     )
     connection.close()
     async with polybus.aio.connect(url) as bus:
-        await bus.transport.publish("", name, Envelope(b"fits"))
+        await bus._transport.publish("", name, Envelope(b"fits"))
         # Then the broker's nack is a PublishFailed
         with pytest.raises(PublishFailed, match="nack"):
-            await bus.transport.publish("", name, Envelope(b"refused"))
+            await bus._transport.publish("", name, Envelope(b"refused"))
 
 
 async def test_returns_are_matched_to_their_own_publish(url):

@@ -21,7 +21,7 @@ async def test_keys_of_queues_exchanges_and_connections(redis_url, namespace):
     p = f"polybus:{namespace}:"
     ns = namespace
     async with polybus.aio.connect(redis_url) as bus:
-        conn = bus.transport.conn_id
+        conn = bus._transport.conn_id
         q = bus.work_queue("jobs")
         await q.send("x")
         logs = bus.pubsub("logs")
@@ -59,6 +59,6 @@ async def test_deleting_a_queue_removes_its_keys_and_bindings(redis_url, namespa
         router = bus.router("r", kind="direct")
         async with router.subscribe(["k"], name="named") as sub:
             queue = sub.queue
-        await bus.transport.delete_queue(queue)
-        await bus.transport.delete_exchange(router.name)
+        await bus._transport.delete_queue(queue)
+        await bus._transport.delete_exchange(router.name)
     assert await keys(namespace) == []

@@ -50,7 +50,7 @@ async def test_entries_of_a_read_whose_reply_was_lost_are_delivered_again(any_ur
         q = bus.work_queue("lost", dead_letter=None)
         async with q.consume(prefetch=10) as sub:
             # Given a consumer whose next read will lose its reply
-            (consumer,) = bus.transport._consumers.values()
+            (consumer,) = bus._transport._consumers.values()
             drop_the_next_read(consumer)
             # When a message is read by it, and the reply with it never arrives
             await q.send("a")
@@ -63,11 +63,11 @@ async def test_entries_of_a_read_whose_reply_was_lost_are_delivered_again(any_ur
 
 async def test_a_send_to_a_queue_deleted_elsewhere_writes_nothing(any_url):
     async with polybus.aio.connect(any_url) as bus, polybus.aio.connect(any_url) as other:
-        transport = bus.transport
+        transport = bus._transport
         q = bus.work_queue("doomed", dead_letter=None)
         await q.send("first")  # declared here: later sends go straight to its stream
         # Given the queue deleted by another connection
-        await other.transport.delete_queue(q.name)
+        await other._transport.delete_queue(q.name)
         # When this bus sends to it again
         await q.send("dropped")
         with pytest.raises(Unroutable):

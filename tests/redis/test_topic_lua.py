@@ -25,12 +25,12 @@ async def test_lua_topic_routing_equals_the_python_matcher(any_url, seed):
     patterns = sorted({random_words(rng, PATTERN_WORDS) for _ in range(60)})
     keys = sorted({random_words(rng, KEY_WORDS) for _ in range(60)})
     async with polybus.aio.connect(any_url) as bus:
-        transport = bus.transport
-        exchange = bus.qualify("topics", "exchange")
+        transport = bus._transport
+        exchange = bus._qualify("topics", "exchange")
         await transport.declare_exchange(exchange, ExchangeKind.TOPIC, True)
         queues = {}
         for n, pattern in enumerate(patterns):
-            queue = bus.qualify(f"q{n}")
+            queue = bus._qualify(f"q{n}")
             await transport.declare_queue(queue, QueueOptions())
             await transport.bind(queue, exchange, pattern)
             queues[pattern] = queue

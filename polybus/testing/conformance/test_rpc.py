@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 
@@ -173,3 +174,15 @@ async def test_call_waits_for_a_server_that_starts_later(connect):
     server = await connect()
     await server.rpc("late_server").serve(fib)
     assert await call == 55
+
+
+async def test_a_decorated_function_serves_calls(connect):
+    server = await connect()
+    rpc = server.rpc("decorated")
+    decorator = rpc.handler
+    handled = decorator(lambda n: n * 3)
+    if inspect.isawaitable(handled):  # the blocking API, seen through the test's adapter
+        handled = await handled
+    client = await connect()
+    assert await client.rpc("decorated").call(14, timeout=10) == 42
+    assert handled(1) == 3

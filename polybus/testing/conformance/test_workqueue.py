@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 
 import pytest
@@ -338,3 +339,27 @@ async def test_closing_the_bus_returns_unprocessed_messages_to_the_queue(connect
         rest = await drain(sub, 5 - len(handled))
         await assert_nothing_arrives(sub)
     assert sorted(handled + rest) == list(range(5))
+
+
+async def test_a_decorated_function_is_a_worker_and_stays_a_function(connect):
+    # Given a handler decorated the same way in both APIs
+    bus = await connect()
+    q = bus.work_queue("decorated")
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    seen = []
+
+    decorator = q.worker(prefetch=1)
+    if inspect.isawaitable(decorator):  # the blocking API, seen through the test's adapter
+        decorator = await decorator
+
+    @decorator
+    def handle(msg):
+        seen.append(msg.body)
+        loop.call_soon_threadsafe(done.set)
+
+    # When a message is sent
+    await q.send("job")
+    # Then the worker ran it, and the function is still the function
+    await asyncio.wait_for(done.wait(), 10)
+    assert seen == ["job"] and handle.__name__ == "handle"
