@@ -155,9 +155,6 @@ class Broker:
     async def ack(self, delivery: Delivery) -> None:
         await self.transport.ack(delivery)
 
-    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        await self.transport.ack_many(deliveries)
-
     async def nack(self, delivery: Delivery, *, requeue: bool) -> None:
         await self._call(
             self.transport.nack(delivery, requeue=requeue),

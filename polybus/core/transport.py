@@ -109,7 +109,6 @@ class Transport(ABC):
     library's exception never escapes.
     """
 
-    capabilities: Capabilities = Capabilities()
     url_options: ClassVar[tuple[UrlOption, ...]] = ()
     """The query options this transport's URLs take, beside ``polybus.core.options.COMMON``."""
 
@@ -119,6 +118,13 @@ class Transport(ABC):
         :raises InvalidURL: an option is unknown or has a wrong value.
         """
         self.url = url.configured(self.url_options)
+        self.capabilities = self.capabilities_for(self.url)
+
+    @classmethod
+    def capabilities_for(cls, url: BrokerURL) -> Capabilities:
+        """What this transport can do on ``url``: known from the URL alone, before connecting
+        (the conformance suite asks it to skip, with the reason, what it cannot)."""
+        return Capabilities()
 
     @abstractmethod
     async def connect(self) -> None:
@@ -184,10 +190,6 @@ class Transport(ABC):
         """
 
     @abstractmethod
-    async def unbind(self, queue: str, exchange: str, key: str) -> None:
-        """Remove one binding; removing a missing binding is not an error."""
-
-    @abstractmethod
     async def publish(
         self, exchange: str, key: str, envelope: Envelope, *, mandatory: bool = False
     ) -> None:
@@ -240,11 +242,6 @@ class Transport(ABC):
         batched; an ack that never arrives means a redelivery (at least once), never a loss.
         ``close()`` must send the acks still on their way.
         """
-
-    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        """Ack several deliveries; transports override this to batch."""
-        for delivery in deliveries:
-            await self.ack(delivery)
 
     @abstractmethod
     async def nack(self, delivery: Delivery, *, requeue: bool) -> None:

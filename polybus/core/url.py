@@ -90,6 +90,12 @@ class BrokerURL:
         """The URL with its password hidden, for messages and logs."""
         return redact(self.raw)
 
+    @property
+    def name(self) -> str:
+        """Everything between ``://`` and the query, slashes stripped: the name of an
+        in-process broker (``memory://name``, ``fakeredis://name``), case kept."""
+        return self.raw.split("://", 1)[1].split("?", 1)[0].strip("/")
+
     def configured(self, accepted: Iterable[UrlOption]) -> BrokerURL:
         """This URL with ``settings`` parsed from its options: the ``COMMON`` ones and
         ``accepted`` (a transport's).

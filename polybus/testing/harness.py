@@ -33,7 +33,10 @@ class BrokerHarness(ABC):
         """Delete what the namespace left on the shared broker (after each test)."""
 
     def capabilities(self) -> Capabilities:
-        return transport_class(parse_url(self.url("probe"))).capabilities
+        """What the transport can do on this harness's URLs (the transport says, by URL)."""
+        url = parse_url(self.url("probe"))
+        transport = transport_class(url)
+        return transport.capabilities_for(url.configured(transport.url_options))
 
     def restartable_url(self, namespace: str) -> str | None:
         """A URL on a broker this harness may restart (starting it if needed), or None."""

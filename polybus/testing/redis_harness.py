@@ -27,7 +27,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from polybus.core.transport import Capabilities
 from polybus.testing.harness import BrokerHarness, add_namespace
 
 SHARED_URL = os.environ.get("POLYBUS_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -210,12 +209,7 @@ class FakeRedisHarness(BrokerHarness):
     def url(self, namespace: str) -> str:
         return _with_options(f"fakeredis://{namespace}", namespace)
 
-    def capabilities(self) -> Capabilities:
-        from polybus.transports.redis.transport import FAKEREDIS_CAPABILITIES
-
-        return FAKEREDIS_CAPABILITIES
-
     def cleanup(self, namespace: str) -> None:
-        from polybus.transports.redis.transport import forget_fake_server
+        from polybus.transports.redis._fake import forget_fake_server
 
         forget_fake_server(namespace)

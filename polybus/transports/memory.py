@@ -30,6 +30,7 @@ from polybus.core.transport import (
     Transport,
 )
 from polybus.core.url import BrokerURL
+from polybus.transports.kit import Topology
 
 _sequence = itertools.count()
 
@@ -230,12 +231,6 @@ class MemoryBroker:
         with self.lock:
             self._queue(queue)
             self.exchange(exchange).bindings.add((queue, key))
-
-    def unbind(self, queue: str, exchange: str, key: str) -> None:
-        with self.lock:
-            target = self.exchanges.get(exchange)
-            if target is not None:
-                target.bindings.discard((queue, key))
 
     def _queue(self, name: str) -> _Queue:
         queue = self.queues.get(name)
@@ -453,73 +448,84 @@ def get_broker(name: str) -> MemoryBroker:
         return broker
 
 
-def broker_name(url: BrokerURL) -> str:
-    """``memory://name?...`` → ``name`` (case kept, unlike a hostname)."""
-    return url.raw.split("://", 1)[1].split("?", 1)[0].strip("/")
+@dataclass
+class _ResumableConsumer:
+    """What this transport knows of one of its consumers, to resume it after a restart."""
 
-
-@dataclass(frozen=True)
-class _ConsumerSpec:
+    transport: MemoryTransport
+    tag: str
     queue: str
     deliver: DeliverCallback
     prefetch: int
     auto_ack: bool
 
+    async def resume(self) -> None:
+        conn = await self.transport._connection()
+        self.transport.broker.consume(
+            conn, self.queue, self.tag, self.deliver, self.prefetch, self.auto_ack
+        )
+
 
 class MemoryTransport(Transport):
-    """Remembers what it declared so that, after a simulated restart, it reconnects and
-    re-declares it — the recovery a real transport performs."""
+    """Records what it declares (``Topology``) so that, after a simulated restart, it
+    reconnects and declares it again — the recovery a real transport performs."""
 
-    capabilities = Capabilities(
-        persistence=True,
-        priority=True,
-        ttl=True,
-        dead_letter=True,
-        delivery_count=True,
-        mandatory=True,
-    )
+    @classmethod
+    def capabilities_for(cls, url: BrokerURL) -> Capabilities:
+        return Capabilities(
+            persistence=True,
+            priority=True,
+            ttl=True,
+            dead_letter=True,
+            delivery_count=True,
+            mandatory=True,
+        )
 
     def __init__(self, url: BrokerURL) -> None:
         super().__init__(url)
-        self.broker = get_broker(broker_name(url))
+        self.broker = get_broker(self.url.name)
         self._conn: _Connection | None = None
         self._closed = False
-        self._queues: dict[str, QueueOptions] = {}
-        self._exchanges: dict[str, tuple[ExchangeKind, bool]] = {}
-        self._bindings: set[tuple[str, str, str]] = set()
-        self._consumers: dict[str, _ConsumerSpec] = {}
+        self._topology = Topology()
         self._tags = itertools.count(1)
 
-    def _live(self) -> _Connection:
+    async def _connection(self) -> _Connection:
+        """The live connection, reconnecting (and declaring again) after a restart."""
         if self._closed or self._conn is None:
             raise Closed(f"the memory://{self.broker.name} transport is closed")
         if not self._conn.alive:
-            self._reconnect()
+            await self._reconnect()
         return self._conn
 
-    def _reconnect(self) -> None:
+    async def _reconnect(self) -> None:
+        """Attach anew and replay the topology. Nothing in it waits (the broker's methods are
+        plain calls), so no other task can run a call between the attach and the replay."""
         if self._closed or self._conn is None or self._conn.alive:
             return
-        conn = self._conn = self.broker.attach(self._conn.loop, self._reconnect)
-        for name, options in self._queues.items():
-            self.broker.declare_queue(conn, name, options)
-        for name, (kind, durable) in self._exchanges.items():
-            self.broker.declare_exchange(name, kind, durable)
-        for queue, exchange, key in list(self._bindings):
-            try:
-                self.broker.bind(queue, exchange, key)
-            except NotFound:  # its queue or exchange was deleted by someone else meanwhile
-                self._bindings.discard((queue, exchange, key))
-        for tag, spec in list(self._consumers.items()):
-            try:
-                self.broker.consume(
-                    conn, spec.queue, tag, spec.deliver, spec.prefetch, spec.auto_ack
-                )
-            except NotFound:
-                del self._consumers[tag]
+        conn = self._conn = self.broker.attach(self._conn.loop, self._lost)
+        broker = self.broker
+
+        async def exchange(name: str, kind: ExchangeKind, durable: bool) -> None:
+            broker.declare_exchange(name, kind, durable)
+
+        async def queue(name: str, options: QueueOptions) -> None:
+            broker.declare_queue(conn, name, options)
+
+        async def binding(queue: str, exchange: str, key: str) -> None:
+            broker.bind(queue, exchange, key)
+
+        await self._topology.replay(
+            exchange=exchange, queue=queue, binding=binding, where=f"memory://{broker.name}"
+        )
+
+    def _lost(self) -> None:
+        """The broker restarted (on this connection's loop): reconnect now, as a real
+        transport's recovery would, rather than on the next call."""
+        task = asyncio.ensure_future(self._reconnect())
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     async def connect(self) -> None:
-        self._conn = self.broker.attach(asyncio.get_running_loop(), self._reconnect)
+        self._conn = self.broker.attach(asyncio.get_running_loop(), self._lost)
 
     async def close(self) -> None:
         if self._conn is not None and not self._closed:
@@ -530,81 +536,72 @@ class MemoryTransport(Transport):
         await self.close()
 
     async def declare_queue(self, name: str, options: QueueOptions) -> None:
-        self.broker.declare_queue(self._live(), name, options)
-        self._queues[name] = options
+        self.broker.declare_queue(await self._connection(), name, options)
+        self._topology.queue_declared(name, options)
 
     async def delete_queue(self, name: str) -> None:
-        self._live()
+        await self._connection()
         self.broker.delete_queue(name)
-        self._queues.pop(name, None)
-        self._bindings = {b for b in self._bindings if b[0] != name}
+        self._topology.queue_deleted(name)
 
     async def purge_queue(self, name: str) -> int:
-        self._live()
+        await self._connection()
         return self.broker.purge_queue(name)
 
     async def queue_size(self, name: str) -> int:
-        self._live()
+        await self._connection()
         return self.broker.queue_size(name)
 
     async def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:
-        self._live()
+        await self._connection()
         self.broker.declare_exchange(name, kind, durable)
-        self._exchanges[name] = (kind, durable)
+        self._topology.exchange_declared(name, kind, durable)
 
     async def check_exchange(self, name: str) -> None:
-        self._live()
+        await self._connection()
         with self.broker.lock:
             self.broker.exchange(name)
 
     async def delete_exchange(self, name: str) -> None:
-        self._live()
+        await self._connection()
         self.broker.delete_exchange(name)
-        self._exchanges.pop(name, None)
-        self._bindings = {b for b in self._bindings if b[1] != name}
+        self._topology.exchange_deleted(name)
 
     async def bind(self, queue: str, exchange: str, key: str) -> None:
-        self._live()
+        await self._connection()
         self.broker.bind(queue, exchange, key)
-        self._bindings.add((queue, exchange, key))
-
-    async def unbind(self, queue: str, exchange: str, key: str) -> None:
-        self._live()
-        self.broker.unbind(queue, exchange, key)
-        self._bindings.discard((queue, exchange, key))
+        self._topology.bound(queue, exchange, key)
 
     async def publish(
         self, exchange: str, key: str, envelope: Envelope, *, mandatory: bool = False
     ) -> None:
-        self._live()
+        await self._connection()
         self.broker.publish(exchange, key, (envelope,), mandatory)
 
     async def publish_many(
         self, exchange: str, items: Sequence[tuple[str, Envelope]], *, mandatory: bool = False
     ) -> None:
-        self._live()
+        await self._connection()
         for key, group in itertools.groupby(items, key=lambda item: item[0]):
             self.broker.publish(exchange, key, [envelope for _, envelope in group], mandatory)
 
     async def consume(
         self, queue: str, deliver: DeliverCallback, *, prefetch: int, auto_ack: bool = False
     ) -> str:
-        conn = self._live()
+        conn = await self._connection()
         tag = f"ctag-{next(self._tags)}"
         self.broker.consume(conn, queue, tag, deliver, prefetch, auto_ack)
-        self._consumers[tag] = _ConsumerSpec(queue, deliver, prefetch, auto_ack)
+        self._topology.consuming(
+            tag, _ResumableConsumer(self, tag, queue, deliver, prefetch, auto_ack)
+        )
         return tag
 
     async def cancel(self, consumer_tag: str) -> None:
-        self.broker.cancel(self._live(), consumer_tag)
-        self._consumers.pop(consumer_tag, None)
+        self.broker.cancel(await self._connection(), consumer_tag)
+        self._topology.cancelled(consumer_tag)
 
     async def ack(self, delivery: Delivery) -> None:
         self.broker.settle(delivery.tag, "ack")
-
-    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        for delivery in deliveries:
-            self.broker.settle(delivery.tag, "ack")
 
     async def nack(self, delivery: Delivery, *, requeue: bool) -> None:
         self.broker.settle(delivery.tag, "requeue" if requeue else "reject")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +29,13 @@ import polybus.aio
 from polybus import ConnectionFailed, PublishFailed
 
 SCRIPT = Path(__file__).with_name("acking_consumer.py")
+# the consumer processes import the polybus this test imported, wherever it comes from
+CHILD_ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(Path(polybus.__file__).parents[1]), os.environ.get("PYTHONPATH")])
+    ),
+}
 TOTAL = 3000  # messages sent
 PRODUCE_FOR = 10.0  # seconds over which they are sent
 BATCH = 15  # sends in flight at once
@@ -91,6 +99,7 @@ class Consumer:
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
+                env=CHILD_ENV,
                 stderr=err,
             )
 

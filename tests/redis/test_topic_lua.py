@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from redis_commands import raw, stream_key
 
 import polybus.aio
 from polybus.core.topic import topic_matches
@@ -36,6 +37,6 @@ async def test_lua_topic_routing_equals_the_python_matcher(any_url, seed):
             queues[pattern] = queue
         await transport.publish_many(exchange, [(key, Envelope(b"")) for key in keys])
         for pattern, queue in queues.items():
-            entries = await transport.client.xrange(transport.stream_key(queue, 0))
-            routed = [fields[b"k"].decode() for _, fields in entries]
+            entries = await raw(bus, "XRANGE", stream_key(bus, queue), "-", "+")
+            routed = [dict(zip(f[::2], f[1::2], strict=True))[b"k"].decode() for _, f in entries]
             assert routed == [k for k in keys if topic_matches(pattern, k)], pattern

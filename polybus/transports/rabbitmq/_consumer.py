@@ -16,6 +16,7 @@ import pika.exceptions
 import pika.spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 
+from polybus.core.errors import ConnectionFailed
 from polybus.core.transport import DeliverCallback, Delivery
 from polybus.transports.rabbitmq._channel import AmqpChannel, lost_connection
 from polybus.transports.rabbitmq._convert import to_envelope
@@ -32,6 +33,7 @@ class Consumer:
         prefetch: int,
         auto_ack: bool,
         on_gone: Callable[[Consumer, bool], None],
+        connection: Callable[[], AsyncioConnection | None],
     ) -> None:
         self.tag = tag
         self.queue = queue
@@ -40,9 +42,17 @@ class Consumer:
         self.auto_ack = auto_ack
         self.cancelled = False
         self._on_gone = on_gone
+        self._connection = connection
         self._channel: AmqpChannel | None = None
         self._unacked = 0
         self._consuming = False  # basic.consume succeeded on ``_channel``
+
+    async def resume(self) -> None:
+        """Start again on the transport's connection as it is now (after a reconnect)."""
+        connection = self._connection()
+        if connection is None:
+            raise ConnectionFailed(f"consuming {self.queue!r}: not connected")
+        await self.start(connection)
 
     async def start(self, connection: AsyncioConnection) -> None:
         doing = f"consuming {self.queue!r}"

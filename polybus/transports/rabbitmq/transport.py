@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import os
@@ -24,7 +23,7 @@ from typing import Any, Literal
 
 from pika.adapters.asyncio_connection import AsyncioConnection
 
-from polybus.core.errors import Closed, ConnectionFailed, NotFound, PolybusError, PublishFailed
+from polybus.core.errors import Closed, ConnectionFailed, PolybusError, PublishFailed
 from polybus.core.transport import (
     Capabilities,
     DeliverCallback,
@@ -35,6 +34,7 @@ from polybus.core.transport import (
     Transport,
 )
 from polybus.core.url import BrokerURL
+from polybus.transports.kit import Topology
 from polybus.transports.rabbitmq._channel import AmqpChannel, broker_error
 from polybus.transports.rabbitmq._connection import CoalescingConnection
 from polybus.transports.rabbitmq._consumer import Consumer
@@ -64,24 +64,12 @@ REFUSALS = 2  # connections the broker may close with an error over one publish 
 class RabbitMQTransport(Transport):
     """RabbitMQ's own queues, exchanges and bindings; confirms pipelined; recovery built in."""
 
-    capabilities = Capabilities(
-        persistence=True,
-        priority=True,
-        ttl=True,
-        dead_letter=True,
-        delivery_count=True,
-        mandatory=True,
-        reason="delivery counts are exact on quorum queues (durable, shared, no priorities);"
-        " on classic queues a redelivery reports 2",
-    )
-
     url_options = URL_OPTIONS
 
-    def __init__(self, url: BrokerURL) -> None:
-        super().__init__(url)
-        self.settings = settings_from_url(self.url)
-        if self.settings.queue_type == "classic":
-            self.capabilities = Capabilities(
+    @classmethod
+    def capabilities_for(cls, url: BrokerURL) -> Capabilities:
+        if url.settings["queue_type"] == "classic":
+            return Capabilities(
                 persistence=True,
                 priority=True,
                 ttl=True,
@@ -90,6 +78,20 @@ class RabbitMQTransport(Transport):
                 reason="queue_type=classic: classic queues only flag a redelivery, they do not "
                 "count deliveries",
             )
+        return Capabilities(
+            persistence=True,
+            priority=True,
+            ttl=True,
+            dead_letter=True,
+            delivery_count=True,
+            mandatory=True,
+            reason="delivery counts are exact on quorum queues (durable, shared, no priorities);"
+            " on classic queues a redelivery reports 2",
+        )
+
+    def __init__(self, url: BrokerURL) -> None:
+        super().__init__(url)
+        self.settings = settings_from_url(self.url)
         self._state: State = "new"
         self._connection: AsyncioConnection | None = None
         self._ready = asyncio.Event()
@@ -100,10 +102,7 @@ class RabbitMQTransport(Transport):
         self._publisher_lock = asyncio.Lock()
         self._unconfirmed: AmqpChannel | None = None  # for publish_unconfirmed
         self._unsent: list[Pending] = []  # unconfirmed when the connection dropped
-        self._queues: dict[str, QueueOptions] = {}
-        self._exchanges: dict[str, tuple[ExchangeKind, bool]] = {}
-        self._bindings: set[tuple[str, str, str]] = set()
-        self._consumers: dict[str, Consumer] = {}
+        self._topology = Topology()
         self._resuming: set[asyncio.Task[None]] = set()
         self._tags = itertools.count(1)
         self._tag_prefix = f"polybus-{os.urandom(4).hex()}"
@@ -203,25 +202,19 @@ class RabbitMQTransport(Transport):
     async def _restore(self) -> None:
         """Declare again what this transport declared, resume consumers, resend publishes.
 
-        Raises only ``ConnectionFailed``; anything else is logged (e.g. a queue redeclared
-        differently meanwhile by someone else) so that the rest is still restored.
+        :raises ConnectionFailed: the connection was lost again (anything else is logged, so
+            that the rest is still restored).
         """
-        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
-        for name, (kind, durable) in self._exchanges.items():
-            steps.append((name, functools.partial(self._declare_exchange, name, kind, durable)))
-        for name, options in self._queues.items():
-            steps.append((name, functools.partial(self._declare_queue, name, options)))
-        for queue, exchange, key in self._bindings:
-            steps.append((queue, functools.partial(self._bind, queue, exchange, key, wait=False)))
-        for consumer in list(self._consumers.values()):
-            steps.append((consumer.queue, functools.partial(self._start_consumer, consumer)))
-        for what, step in steps:
-            try:
-                await step()
-            except ConnectionFailed:
-                raise
-            except PolybusError as exc:
-                log.error("could not restore %r after reconnecting: %s", what, exc)
+
+        async def binding(queue: str, exchange: str, key: str) -> None:
+            await self._bind(queue, exchange, key, wait=False)
+
+        await self._topology.replay(
+            exchange=self._declare_exchange,
+            queue=self._declare_queue,
+            binding=binding,
+            where=self.url.redacted(),
+        )
         publisher = await self._get_publisher(wait=False)
         unsent, self._unsent = self._unsent, []
         for item in unsent:
@@ -364,7 +357,7 @@ class RabbitMQTransport(Transport):
 
     async def declare_queue(self, name: str, options: QueueOptions) -> None:
         await self._declare_queue(name, options, wait=True)
-        self._queues[name] = options
+        self._topology.queue_declared(name, options)
 
     async def _declare_queue(self, name: str, options: QueueOptions, wait: bool = False) -> None:
         arguments = queue_arguments(options, self.settings.queue_type)
@@ -385,8 +378,7 @@ class RabbitMQTransport(Transport):
     async def delete_queue(self, name: str) -> None:
         doing = f"deleting queue {name!r}"
         await self._on_channel(doing, lambda ch: ch.call(doing, ch.channel.queue_delete, name))
-        self._queues.pop(name, None)
-        self._bindings = {b for b in self._bindings if b[0] != name}
+        self._topology.queue_deleted(name)
 
     async def purge_queue(self, name: str) -> int:
         doing = f"purging queue {name!r}"
@@ -406,7 +398,7 @@ class RabbitMQTransport(Transport):
 
     async def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:
         await self._declare_exchange(name, kind, durable, wait=True)
-        self._exchanges[name] = (kind, durable)
+        self._topology.exchange_declared(name, kind, durable)
 
     async def _declare_exchange(
         self, name: str, kind: ExchangeKind, durable: bool, wait: bool = False
@@ -430,12 +422,11 @@ class RabbitMQTransport(Transport):
     async def delete_exchange(self, name: str) -> None:
         doing = f"deleting exchange {name!r}"
         await self._on_channel(doing, lambda ch: ch.call(doing, ch.channel.exchange_delete, name))
-        self._exchanges.pop(name, None)
-        self._bindings = {b for b in self._bindings if b[1] != name}
+        self._topology.exchange_deleted(name)
 
     async def bind(self, queue: str, exchange: str, key: str) -> None:
         await self._bind(queue, exchange, key, wait=True)
-        self._bindings.add((queue, exchange, key))
+        self._topology.bound(queue, exchange, key)
 
     async def _bind(self, queue: str, exchange: str, key: str, *, wait: bool) -> None:
         doing = f"binding queue {queue!r} to exchange {exchange!r} with key {key!r}"
@@ -444,19 +435,6 @@ class RabbitMQTransport(Transport):
             lambda ch: ch.call(doing, ch.channel.queue_bind, queue, exchange, routing_key=key),
             wait=wait,
         )
-
-    async def unbind(self, queue: str, exchange: str, key: str) -> None:
-        doing = f"unbinding queue {queue!r} from exchange {exchange!r}"
-        self._bindings.discard((queue, exchange, key))
-        try:
-            await self._on_channel(
-                doing,
-                lambda ch: ch.call(
-                    doing, ch.channel.queue_unbind, queue, exchange, routing_key=key
-                ),
-            )
-        except NotFound:
-            return  # the queue or exchange is gone, and the binding with it
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -499,21 +477,21 @@ class RabbitMQTransport(Transport):
         self, queue: str, deliver: DeliverCallback, *, prefetch: int, auto_ack: bool = False
     ) -> str:
         tag = f"{self._tag_prefix}-{next(self._tags)}"
-        consumer = Consumer(tag, queue, deliver, prefetch, auto_ack, self._on_consumer_gone)
-        await self._start_consumer(consumer, wait=True)
-        self._consumers[tag] = consumer
+        consumer = Consumer(
+            tag, queue, deliver, prefetch, auto_ack, self._on_consumer_gone, self._current
+        )
+        await consumer.start(await self._live())
+        self._topology.consuming(tag, consumer)
         return tag
 
-    async def _start_consumer(self, consumer: Consumer, wait: bool = False) -> None:
-        connection = await self._live() if wait else self._connection
-        if connection is None:
-            raise ConnectionFailed(f"consuming {consumer.queue!r}: not connected")
-        await consumer.start(connection)
+    def _current(self) -> AsyncioConnection | None:
+        """The connection as it is now (during a recovery: the one being restored)."""
+        return self._connection
 
     def _on_consumer_gone(self, consumer: Consumer, resume: bool) -> None:
         """The broker cancelled a consumer (queue deleted) or closed its channel (resume it)."""
         if not resume:
-            self._consumers.pop(consumer.tag, None)
+            self._topology.cancelled(consumer.tag)
             return
         if self._state != "open" or self._connection is None:
             return
@@ -523,24 +501,19 @@ class RabbitMQTransport(Transport):
 
     async def _resume(self, consumer: Consumer) -> None:
         try:
-            await self._start_consumer(consumer, wait=True)
+            await consumer.start(await self._live())
         except PolybusError as exc:
-            self._consumers.pop(consumer.tag, None)
+            self._topology.cancelled(consumer.tag)
             log.error("consumer of %r stopped; could not resume it: %s", consumer.queue, exc)
 
     async def cancel(self, consumer_tag: str) -> None:
-        consumer = self._consumers.pop(consumer_tag, None)
-        if consumer is not None and self._state == "open":
+        consumer = self._topology.cancelled(consumer_tag)
+        if isinstance(consumer, Consumer) and self._state == "open":
             await consumer.cancel()
 
     async def ack(self, delivery: Delivery) -> None:
         consumer, channel, tag = delivery.tag
         consumer.settle(channel, tag, "ack")
-
-    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        for delivery in deliveries:
-            consumer, channel, tag = delivery.tag
-            consumer.settle(channel, tag, "ack")
 
     async def nack(self, delivery: Delivery, *, requeue: bool) -> None:
         consumer, channel, tag = delivery.tag

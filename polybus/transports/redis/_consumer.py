@@ -2,11 +2,9 @@
 
 It reads on a connection of its own (a ``Link``), so that waiting blocks nobody else. A queue
 without priorities is one stream: ``XREADGROUP … BLOCK`` takes up to the free room in new
-entries, or waits for the first to arrive, in one round trip and without polling (on fakeredis,
-whose ``XREADGROUP`` with ``COUNT`` never blocks, an empty read is followed by ``XREAD … BLOCK``
-past the group's last delivered entry). A queue with priorities has a stream per level and is
-read by the ``FETCH`` script, highest level first, then waited on with ``XREAD`` past the tails
-the script reported.
+entries, or waits for the first to arrive, in one round trip and without polling. A queue with
+priorities has a stream per level and is read by the ``FETCH`` script, highest level first,
+then waited on with ``XREAD`` past the tails the script reported.
 
 An expired entry is never delivered: ``FETCH`` dead-letters it in the script; a plain read
 checks each entry's deadline against the server's clock and has ``SETTLE`` dead-letter it.
@@ -18,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis import exceptions as redis_errors
 
@@ -26,10 +24,8 @@ from polybus.core.errors import ConnectionFailed, NotFound
 from polybus.core.transport import DeliverCallback, Delivery
 from polybus.transports.redis._codec import deadline, decode_entry
 from polybus.transports.redis._errors import ERRORS, translate
-from polybus.transports.redis._link import Replies, command
-
-if TYPE_CHECKING:
-    from polybus.transports.redis.transport import RedisTransport
+from polybus.transports.redis._session import Session
+from polybus.transports.redis._wire import Replies, command
 
 log = logging.getLogger("polybus.redis")
 
@@ -44,7 +40,7 @@ class Consumer:
 
     def __init__(
         self,
-        transport: RedisTransport,
+        session: Session,
         tag: str,
         queue: str,
         levels: int,
@@ -52,11 +48,11 @@ class Consumer:
         prefetch: int,
         auto_ack: bool,
     ) -> None:
-        self.transport = transport
+        self.session = session
         self.tag = tag
         self.queue = queue
-        self.name = f"{transport.conn_id}/{tag}"
-        self.streams = [transport.stream_key(queue, level) for level in range(levels)]
+        self.name = f"{session.connection_id}/{tag}"
+        self.streams = [session.stream_key(queue, level) for level in range(levels)]
         self.deliver = deliver
         self.prefetch = prefetch
         # refill in batches: fetching one message per ack would be one round trip per message
@@ -64,7 +60,7 @@ class Consumer:
         self.auto_ack = auto_ack
         self.held: set[bytes] = set()
         self.stopped = False
-        self.link = transport.new_link()
+        self.link = session.new_link()
         self._room = asyncio.Event()
         self._waiting_for_room = False
         self._next_read: Replies | None = None  # sent the moment room was made (see settled)
@@ -74,6 +70,11 @@ class Consumer:
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
 
+    async def resume(self) -> None:
+        """After Redis restarted or reaped this connection: register the queue as consumed
+        again (the reading task goes on by itself)."""
+        await self.session.run_script("consume", self.session.connection_id, self.queue)
+
     def settled(self, entry_id: bytes) -> None:
         """A delivery was acked or nacked: there is room for one more. Once there is room for
         a refill, the next read is sent at once, so Redis answers it while the deliveries still
@@ -82,7 +83,7 @@ class Consumer:
         if self._waiting_for_room and self._room_left() >= self.refill:
             self._waiting_for_room = False
             self._room.set()
-            if len(self.streams) == 1 and self.transport.blocking_group_reads:
+            if len(self.streams) == 1:
                 self._next_read = self.link.send_now(
                     [self._read_command(self._room_left())], timeout=BLOCK_MS / 1000
                 )
@@ -106,7 +107,7 @@ class Consumer:
                 if self._fetch_lost:
                     # the lost reply may have moved entries onto this consumer's pending list:
                     # return every entry it does not hold, or they would stay there for good
-                    await self.transport.eval("retire", self.queue, self.name, *self.held)
+                    await self.session.run_script("retire", self.queue, self.name, *self.held)
                     self._fetch_lost = False
                 if len(self.streams) == 1:
                     entries = await self._read(room)
@@ -128,10 +129,10 @@ class Consumer:
                 self._deliver(level, entry_id, fields)
 
     def _read_command(self, room: int) -> bytes:
-        read: list[bytes | str | int] = ["XREADGROUP", "GROUP", "g", self.name, "COUNT", room]
-        if self.transport.blocking_group_reads:
-            read += ["BLOCK", BLOCK_MS]
-        return command(*read, "STREAMS", self.streams[0], ">")
+        return command(
+            "XREADGROUP", "GROUP", "g", self.name, "COUNT", room, "BLOCK", BLOCK_MS,
+            "STREAMS", self.streams[0], ">",
+        )  # fmt: skip
 
     async def _read(self, room: int) -> list[Entry]:
         """New entries of the single stream, waiting up to ``BLOCK_MS`` for the first."""
@@ -139,12 +140,8 @@ class Consumer:
         sent, self._next_read = self._next_read, None
         if sent is not None:
             reply = self._checked(await self._reply(sent))
-        elif self.transport.blocking_group_reads:
-            reply = await self._call(self._read_command(room), BLOCK_MS / 1000)
         else:
-            reply = await self._call(self._read_command(room))
-            if reply is None:
-                await self._wait_past_delivered(stream)
+            reply = await self._call(self._read_command(room), BLOCK_MS / 1000)
         if reply is None:
             return []
         entries: list[Entry] = []
@@ -152,22 +149,19 @@ class Consumer:
         for entry_id, fields in reply[0][1]:
             expires = deadline(fields)
             if expires is not None:
-                now = now or self.transport.server_time_ms()
+                now = now or self.session.server_time_ms()
                 if expires <= now:
-                    await self.transport.eval("settle", self.queue, stream, entry_id, "expire")
+                    await self.session.run_script("settle", self.queue, stream, entry_id, "expire")
                     continue
             entries.append((0, entry_id, fields))
         return entries
 
     async def _fetch(self, room: int) -> list[Entry]:
         """New entries, highest priority first; when there are none, wait for one."""
-        transport = self.transport
-        entries, tails = await self._call(
-            command(
-                "EVALSHA", transport.sha("fetch"), 0, transport.prefix, self.queue, self.name,
-                room, "1" if self.auto_ack else "0",
-            )
-        )  # fmt: skip
+        fetch = self.session.scripts.command(
+            "fetch", self.queue, self.name, room, "1" if self.auto_ack else "0"
+        )
+        entries, tails = await self._call(fetch)
         if tails and not entries:
             streams = [*self.streams, *tails]
             await self._call(
@@ -176,26 +170,13 @@ class Consumer:
             )
         return [(int(level), entry_id, fields) for level, entry_id, fields in entries]
 
-    async def _wait_past_delivered(self, stream: str) -> None:
-        """Block until the stream has an entry the group has not delivered yet (or a timeout):
-        the wait for servers whose ``XREADGROUP … BLOCK`` does not block (fakeredis)."""
-        delivered = "0-0"
-        for group in await self._call(command("XINFO", "GROUPS", stream)):
-            info = dict(zip(group[::2], group[1::2], strict=True))
-            if info[b"name"] == b"g":
-                delivered = info[b"last-delivered-id"]
-        await self._call(
-            command("XREAD", "COUNT", 1, "BLOCK", BLOCK_MS, "STREAMS", stream, delivered),
-            BLOCK_MS / 1000,
-        )
-
     async def _call(self, request: bytes, blocks: float = 0.0) -> Any:
         """One command on the consumer's link; its error reply raised as a ``PolybusError``."""
         for _ in range(2):
             reply = await self._reply(self.link.call(request, timeout=blocks))
             if not isinstance(reply, redis_errors.NoScriptError):
                 return self._checked(reply)
-            await self.transport.load_scripts()  # the server restarted: load them again
+            await self.link.call(*self.session.scripts.load_commands())  # Redis restarted
         raise ConnectionFailed(f"{self._where()}: Redis keeps losing its scripts")
 
     async def _reply(self, replies: Awaitable[list[Any]]) -> Any:
@@ -213,14 +194,14 @@ class Consumer:
         return reply
 
     def _where(self) -> str:
-        return f"consumer on {self.queue!r} at {self.transport.url.redacted()}"
+        return f"consumer on {self.queue!r} at {self.session.where}"
 
     def _deliver(self, level: int, entry_id: bytes, fields: list[Any]) -> None:
         envelope, exchange, key, earlier, defect = decode_entry(fields)
         stream = self.streams[level]
         if self.auto_ack:
             if len(self.streams) == 1:  # read without NOACK (FETCH deletes what it reads)
-                self.transport.queue_ack(stream, entry_id)
+                self.session.queue_ack(stream, entry_id)
         else:
             self.held.add(entry_id)
         delivery = Delivery(

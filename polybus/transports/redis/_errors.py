@@ -56,8 +56,8 @@ def why_not_connected(exc: BaseException, where: str, db: int) -> str:
         return f"the TLS certificate of {where} could not be verified ({text})"
     if any(isinstance(cause, ssl.SSLError) for cause in causes):
         return f"the TLS handshake with {where} failed ({text})"
-    if isinstance(exc, redis_errors.AuthenticationError) or text.startswith(
-        ("WRONGPASS", "NOAUTH", "invalid username-password")
+    if isinstance(exc, redis_errors.AuthenticationError) or any(
+        refusal in text for refusal in ("WRONGPASS", "NOAUTH", "invalid username-password")
     ):
         return f"{where} refused the user name or password ({text})"
     if "DB index is out of range" in text or "invalid DB index" in text:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis import exceptions as redis_errors
 
@@ -26,10 +26,8 @@ from polybus.core.errors import PolybusError, PublishFailed
 from polybus.core.transport import Envelope
 from polybus.transports.redis._codec import PublishFields, publish_fields
 from polybus.transports.redis._errors import ERRORS, translate
-from polybus.transports.redis._link import Link, bulk_strings, command
-
-if TYPE_CHECKING:
-    from polybus.transports.redis.transport import RedisTransport
+from polybus.transports.redis._session import Session
+from polybus.transports.redis._wire import bulk_strings
 
 BATCH = 200  # messages per script call, and per write of XADDs
 
@@ -120,9 +118,9 @@ def _xadds(key: str, streams: list[str], messages: list[PublishFields]) -> list[
 class Publisher:
     """The transport's outbox and the task that sends it, one round at a time."""
 
-    def __init__(self, transport: RedisTransport, link: Link) -> None:
-        self.transport = transport
-        self.link = link
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.link = session.new_link()
         self._outbox: list[Outgoing] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -167,7 +165,7 @@ class Publisher:
                 raise
             except Exception as exc:  # a bug must fail this round's sends, not hang them
                 error = PublishFailed(
-                    f"publishing to {self.transport.url.redacted()} failed unexpectedly"
+                    f"publishing to {self.session.where} failed unexpectedly"
                     f" ({exc!r}); the outcome is unknown"
                 )
                 error.__cause__ = exc
@@ -175,7 +173,7 @@ class Publisher:
                     batch.settle(error)
 
     async def _round(self, batches: list[Outgoing]) -> None:
-        where = f"Redis at {self.transport.url.redacted()} (publish)"
+        where = f"Redis at {self.session.where} (publish)"
         sent: list[tuple[Outgoing, bool, asyncio.Future[list[Any]]]] = []
         for batch in batches:
             streams = self._direct_streams(batch)
@@ -227,7 +225,7 @@ class Publisher:
         """Publish with the script, loading the scripts first if Redis lost them (a restart)."""
         try:
             if reload:
-                await self.transport.load_scripts()
+                await self.link.call(*self.session.scripts.load_commands())
             results = await self.link.call(*(self._script_call(b) for b in batches))
         except ERRORS as exc:
             error = translate(exc, PublishFailed, f"{where}: the outcome is unknown")
@@ -241,7 +239,7 @@ class Publisher:
         """The stream of each message when the batch can skip the script, else None."""
         if batch.exchange:
             return None
-        options = self.transport.declared_queue(batch.key)
+        options = self.session.declared(batch.key)
         if options is None or options.message_ttl is not None:
             return None
         top = options.max_priority or 0
@@ -250,11 +248,11 @@ class Publisher:
             if ttl:
                 return None
             level = max(0, min(int(priority), top)) if top and priority else 0
-            streams.append(self.transport.stream_key(batch.key, level))
+            streams.append(self.session.stream_key(batch.key, level))
         return streams
 
     def _script_call(self, batch: Outgoing) -> bytes:
         args: list[bytes | str] = [batch.exchange, batch.key, "1" if batch.mandatory else "0"]
         for message in batch.messages:
             args.extend(message)
-        return command("EVALSHA", self.transport.sha("publish"), "0", self.transport.prefix, *args)
+        return self.session.scripts.command("publish", *args)

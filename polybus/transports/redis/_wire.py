@@ -6,16 +6,15 @@ publishing bus. On a ``Link`` the hot paths (publishing, acking, fetching) write
 the moment they are packed, and each sender gets its replies, in order, as they arrive — so
 Redis works on one batch while the next is being packed.
 
-A link to a real server owns its socket (``SocketWire``): hiredis parses the bytes as asyncio
-hands them over, and replies are dispatched right there, without the stream buffers and the
-reader task that cost a read of a hundred 10 KB entries a quarter of its time. fakeredis has no
-socket; there a link drives a redis-py connection (``ClientWire``).
+Every command the transport sends goes over a ``Link``: scripts, declarations and queries, the
+heartbeat, publishing, acking and reading. A link to a real server owns its socket
+(``SocketWire``): hiredis parses the bytes as asyncio hands them over, and replies are dispatched
+right there. fakeredis has no socket; its wire (``_fake.FakeWire``) has the same interface.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from abc import ABC, abstractmethod
 from collections import deque
@@ -24,10 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
-
-from polybus.transports.redis._errors import ERRORS
 
 HIGH_WATER = 4 << 20  # bytes written and not yet sent before a sender waits
 READ_SIZE = 1 << 20  # bytes read from the socket at once, at most
@@ -77,6 +72,9 @@ class Wire(ABC):
     @abstractmethod
     def close(self, reason: BaseException) -> None:
         """Drop the connection; every command still waiting fails with ``reason``."""
+
+    async def closed(self) -> None:  # noqa: B027 - nothing to wait for, for most wires
+        """Wait until what ``close()`` started is done."""
 
 
 class _Waiting:
@@ -157,7 +155,7 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
             for reply in await (await wire.write(hello)):
                 if isinstance(reply, redis_errors.ResponseError):  # a refused login or db
                     wire.close(reply)
-                    raise redis_errors.ConnectionError(f"Redis refused the connection: {reply}")
+                    raise reply
         return wire
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -213,66 +211,6 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
                 self._transport.close()
 
 
-class ClientWire(Wire):
-    """A redis-py connection driven through its public methods (for fakeredis, which has no
-    socket): a reader task reads the replies one by one."""
-
-    def __init__(self, connection: AbstractConnection) -> None:
-        self._connection = connection
-        self._waiting = _Waiting()
-        self._reader: asyncio.Task[None] | None = None
-        self._closing: asyncio.Task[None] | None = None
-
-    @classmethod
-    async def open(cls, client: Redis) -> ClientWire:
-        pool = client.connection_pool
-        connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
-        await connection.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
-        return cls(connection)
-
-    async def write(self, commands: Sequence[bytes]) -> Replies:
-        if self.broken is not None:
-            raise self.broken
-        replies = self._waiting.add(len(commands))
-        try:
-            await self._connection.send_packed_command(commands, check_health=False)
-        except ERRORS as exc:
-            self.close(exc)
-            raise
-        if self._reader is None:
-            self._reader = asyncio.ensure_future(self._read())
-        return replies
-
-    async def _read(self) -> None:
-        waiting = self._waiting
-        try:
-            while waiting.queue and self.broken is None:
-                try:
-                    reply = await self._connection.read_response()
-                except redis_errors.ResponseError as exc:
-                    reply = exc
-                waiting.reply(reply)
-        except ERRORS as exc:
-            self.close(exc)
-        finally:
-            self._reader = None
-
-    def close(self, reason: BaseException) -> None:
-        if self.broken is None:
-            self.broken = reason
-            self._waiting.fail(reason)
-            reader = self._reader
-            if reader is not None and reader is not asyncio.current_task():
-                reader.cancel()
-            self._closing = asyncio.ensure_future(self._connection.disconnect(nowait=True))
-
-    async def closed(self) -> None:
-        for task in (self._reader, self._closing):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, *ERRORS):
-                    await task
-
-
 class Link:
     """Pipelined commands on a wire of their own, made again on the next send after a
     failure. A failure fails every command still waiting for its reply (its outcome is
@@ -326,5 +264,4 @@ class Link:
         wire, self._wire = self._wire, None
         if wire is not None:
             wire.close(redis_errors.ConnectionError("the link was closed"))
-            if isinstance(wire, ClientWire):
-                await wire.closed()
+            await wire.closed()

@@ -1,0 +1,12 @@
+-- HEARTBEAT: refresh this connection's deadline; reap the connections past theirs.
+-- ARGV: prefix, connection id, liveness (ms)
+-- Returns: {1 if this connection was still registered else 0, the server's epoch, its time (ms)}
+local connection, liveness = ARGV[2], tonumber(ARGV[3])
+local now = now_ms()
+local known = redis.call('ZSCORE', prefix .. 'conns', connection)
+redis.call('ZADD', prefix .. 'conns', fmt(now + liveness), connection)
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', prefix .. 'conns', '-inf', now,
+    'LIMIT', 0, 16)) do
+  reap_connection(dead)
+end
+return {known and 1 or 0, epoch(), fmt(now)}

@@ -1,0 +1,16 @@
+-- RETIRE: requeue everything a consumer has pending, but the entries it still holds.
+-- ARGV: prefix, queue, consumer name, then the ids it still holds
+-- Returns: 1
+local queue, consumer, FIRST_HELD = ARGV[2], ARGV[3], 4
+local keep = {}
+for i = FIRST_HELD, #ARGV do keep[ARGV[i]] = true end
+for level = 0, levels_of(queue) - 1 do
+  local stream = stream_key(queue, level)
+  for _, info in ipairs(redis.call('XINFO', 'CONSUMERS', stream, GROUP)) do
+    local fields = as_map(info)
+    if fields['name'] == consumer then
+      release_consumer(stream, consumer, tonumber(fields['pending']), keep)
+    end
+  end
+end
+return 1
