@@ -88,7 +88,7 @@ def test_urls_get_a_namespace_and_are_shown_without_password_or_query():
     assert with_namespace("memory://", "b1") == "memory://?namespace=b1"
     assert with_namespace("amqp://h/?heartbeat=5", "b1") == "amqp://h/?heartbeat=5&namespace=b1"
     shown = display_url("amqp://guest:secret@h:5672/?namespace=b1")
-    assert shown == "amqp://guest@h:5672/"
+    assert shown == "amqp://guest:***@h:5672/"
 
 
 def test_ratio_divides_by_the_raw_client_on_the_same_broker_case_and_size():
@@ -135,14 +135,14 @@ def test_memory_run_writes_every_case_to_json_csv_and_a_chart(tmp_path, capsys):
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_blocking_api_measures_the_work_queue_and_says_what_it_leaves_out(tmp_path):
+def test_blocking_api_measures_the_work_queue_and_rpc_and_says_what_it_leaves_out(tmp_path):
     out_json = tmp_path / "r.json"
-    argv = [*QUICK, "--url", "memory://", "--sizes", "64", "--patterns", "workqueue,rpc"]
-    assert cli.main([*argv, "--json", str(out_json)]) == 0
+    argv = [*QUICK, "--url", "memory://", "--sizes", "64", "--patterns", "workqueue,rpc,fanout"]
+    assert cli.main([*argv, "--json", str(out_json), "--repeat", "2"]) == 0
     document = json.loads(out_json.read_text())
     blocking = {r["case"] for r in document["results"] if r["client"] == "polybus-blocking"}
-    assert blocking == {"workqueue-send", "workqueue-consume"}
-    assert any("polybus-blocking" in note and "rpc" in note for note in document["notes"])
+    assert blocking == {"workqueue-send", "workqueue-send-each", "workqueue-consume", "rpc-seq"}
+    assert any("polybus-blocking" in note and "fanout" in note for note in document["notes"])
 
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:1", "amqp://guest:secret@127.0.0.1:1/"])
@@ -197,3 +197,25 @@ def test_a_transport_bug_on_connect_is_an_error_row_and_exit_status_1(monkeypatc
     assert code == 1
     assert "memory:// polybus: error: RuntimeError: Event loop is closed" in printed
     assert "polybus-blocking" in printed
+
+
+def test_repeat_keeps_each_cases_best_run():
+    from polybus.bench.model import Measurement, Plan
+    from polybus.bench.runner import _measure
+
+    class Uneven:
+        client = "uneven"
+        raw = False
+        patterns = frozenset({"workqueue"})
+        runs = iter([(2.0, 1.0), (1.0, 3.0), (4.0, 2.0)])  # (send, consume) seconds per run
+
+        def run(self, pattern, size, plan):
+            send, consume = next(self.runs)
+            return [
+                Measurement("workqueue-send", 100, send, "batches"),
+                Measurement("workqueue-consume", 100, consume, "ack each"),
+            ]
+
+    plan = Plan(messages=100, sizes=(64,), patterns=("workqueue",), rate=100.0, repeat=3)
+    rows = {r.case: r.seconds for r in _measure(Uneven(), "memory://", "workqueue", 64, plan)}
+    assert rows == {"workqueue-send": 1.0, "workqueue-consume": 1.0}

@@ -95,6 +95,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"latency case: messages per second offered (default {DEFAULT_RATE:g})",
     )
     parser.add_argument(
+        "--repeat",
+        type=_positive,
+        default=1,
+        help="runs of each case per client, the best kept (default 1; 3 for figures to quote)",
+    )
+    parser.add_argument(
         "--baseline",
         action="store_true",
         help="also run the raw clients (redis-py Streams, pika, kombu) on the same workloads",

@@ -17,7 +17,13 @@ TABLE_WIDTH = 200
 def plan_from(args: argparse.Namespace) -> Plan:
     messages = args.messages or (QUICK_MESSAGES if args.quick else DEFAULT_MESSAGES)
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
-    return Plan(messages=messages, sizes=sizes, patterns=args.patterns, rate=args.rate)
+    return Plan(
+        messages=messages,
+        sizes=sizes,
+        patterns=args.patterns,
+        rate=args.rate,
+        repeat=args.repeat,
+    )
 
 
 def main(args: argparse.Namespace) -> int:

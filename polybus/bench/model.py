@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
+from polybus.core.url import redact
 
 # pattern (as chosen with --patterns) -> the cases it measures, in table order
 PATTERNS: dict[str, tuple[str, ...]] = {
-    "workqueue": ("workqueue-send", "workqueue-consume"),
+    "workqueue": ("workqueue-send", "workqueue-send-each", "workqueue-consume"),
     "latency": ("latency",),
     "fanout": ("fanout",),
     "rpc": ("rpc-seq", "rpc-32"),
@@ -31,10 +30,16 @@ class Plan:
     sizes: tuple[int, ...]
     patterns: tuple[str, ...]
     rate: float  # latency: messages per second offered
+    repeat: int = 1  # runs of each case per client; the best is kept
 
     @property
     def warmup(self) -> int:
         return max(1, min(200, self.messages // 20))
+
+    @property
+    def each(self) -> int:
+        """Messages sent one call at a time, each waited for (a fifth of the batched ones)."""
+        return max(10, self.messages // 5)
 
     @property
     def fanout(self) -> int:
@@ -123,7 +128,7 @@ def with_namespace(url: str, namespace: str) -> str:
 
 def display_url(url: str) -> str:
     """The URL as shown in the table: no password, no query."""
-    return _PASSWORD.sub(r"\1@", url.split("?", 1)[0], count=1)
+    return redact(url.split("?", 1)[0])
 
 
 def new_namespace() -> str:

@@ -70,10 +70,15 @@ async def workqueue(bus: AsyncBus, size: int, plan: Plan) -> list[Measurement]:
         sent = time.perf_counter()
         await consume(queue, plan.messages)
         consumed = time.perf_counter()
+        for _ in range(plan.each):
+            await queue.send(body)
+        sent_each = time.perf_counter()
+        await consume(queue, plan.each)
     finally:
         await queue.delete()
     return [
         Measurement("workqueue-send", plan.messages, sent - started, f"send_many x {BATCH}"),
+        Measurement("workqueue-send-each", plan.each, sent_each - consumed, "send, one at a time"),
         Measurement(
             "workqueue-consume", plan.messages, consumed - sent, f"prefetch {BATCH}, ack each"
         ),
@@ -218,11 +223,38 @@ def blocking_workqueue(bus: Bus, size: int, plan: Plan) -> list[Measurement]:
         sent = time.perf_counter()
         consume(plan.messages)
         consumed = time.perf_counter()
+        for _ in range(plan.each):
+            queue.send(body)
+        sent_each = time.perf_counter()
+        consume(plan.each)
     finally:
         queue.delete()
     return [
         Measurement("workqueue-send", plan.messages, sent - started, f"send_many x {BATCH}"),
+        Measurement("workqueue-send-each", plan.each, sent_each - consumed, "send, one at a time"),
         Measurement(
             "workqueue-consume", plan.messages, consumed - sent, f"prefetch {BATCH}, ack each"
         ),
     ]
+
+
+def blocking_rpc(bus: Bus, server_bus: Bus, size: int, plan: Plan) -> list[Measurement]:
+    """RPC through the blocking API: calls one at a time, each waited for on its thread."""
+    name = fresh("brpc", size)
+    server = server_bus.rpc(name).serve(lambda body: body)
+    client = bus.rpc(name)
+    body = body_of(size)
+    latencies: list[float] = []
+    try:
+        for _ in range(plan.warmup):
+            client.call(body, timeout=TIMEOUT)
+        started = time.perf_counter()
+        for _ in range(plan.rpc):
+            called = time.perf_counter()
+            client.call(body, timeout=TIMEOUT)
+            latencies.append(time.perf_counter() - called)
+        seconds = time.perf_counter() - started
+    finally:
+        server.close()
+        client.delete()
+    return [Measurement("rpc-seq", plan.rpc, seconds, "one call at a time", latencies)]

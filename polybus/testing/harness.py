@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 from abc import ABC, abstractmethod
 
 from polybus.core.transport import Capabilities
@@ -48,6 +49,14 @@ class BrokerHarness(ABC):
 
     def shutdown(self) -> None:  # noqa: B027 - optional hook
         """Stop test-owned brokers (end of session)."""
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a test-owned broker or proxy."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def add_namespace(url: str, namespace: str) -> str:

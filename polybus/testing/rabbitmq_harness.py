@@ -15,26 +15,18 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from polybus.testing.harness import BrokerHarness, add_namespace
+from polybus.testing.harness import BrokerHarness, add_namespace, free_port
 
 log = logging.getLogger("polybus.testing")
 
 SHARED_URL = os.environ.get("POLYBUS_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 START_TIMEOUT = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _answers(url: str, timeout: float) -> str | None:
@@ -56,7 +48,7 @@ class OwnedNode:
     """A RabbitMQ node this test session starts, restarts and stops."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.name = f"polybus-{os.getpid()}-{self.port}@localhost"
         self.dir = Path(tempfile.mkdtemp(prefix="polybus-rabbitmq-"))
         self._process: subprocess.Popen[bytes] | None = None
@@ -68,7 +60,7 @@ class OwnedNode:
             **os.environ,
             "RABBITMQ_NODENAME": self.name,
             "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(_free_port()),
+            "RABBITMQ_DIST_PORT": str(free_port()),
             "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
             "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
             "RABBITMQ_FEATURE_FLAGS_FILE": str(self.dir / "feature_flags"),

@@ -20,25 +20,17 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from polybus.testing.harness import BrokerHarness, add_namespace
+from polybus.testing.harness import BrokerHarness, add_namespace, free_port
 
 SHARED_URL = os.environ.get("POLYBUS_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEST_OPTIONS = "heartbeat=2"
 START_TIMEOUT = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _with_options(url: str, namespace: str) -> str:
@@ -85,7 +77,7 @@ class OwnedRedis:
     """A ``redis-server`` this test session starts, kills, restarts and removes."""
 
     def __init__(self, appendfsync: str = "always") -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="polybus-redis-"))
         self.appendfsync = appendfsync
         self._process: subprocess.Popen[bytes] | None = None

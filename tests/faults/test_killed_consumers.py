@@ -172,6 +172,20 @@ def unexplained_duplicates(consumers: list[Consumer], logs: list[Log]) -> list[s
     return problems
 
 
+def who_got(bodies: list[int], consumers: list[Consumer], logs: list[Log]) -> dict[int, list[str]]:
+    """For each body, the processes that logged it: index, API, killed or alive."""
+    got: dict[int, list[str]] = {body: [] for body in bodies}
+    for consumer, log in zip(consumers, logs, strict=True):
+        fate = "alive" if consumer.killed_at is None else f"killed at {consumer.killed_at:.3f}"
+        for body, count, at in log.got:
+            if body in got:
+                got[body].append(
+                    f"consumer {consumer.index} ({consumer.api}, {fate}) got it at {at:.3f}"
+                    f" (delivery {count})"
+                )
+    return got
+
+
 @pytest.mark.timeout(150)
 async def test_killed_consumer_processes_lose_nothing_confirmed_and_duplicates_follow_kills(
     broker, tmp_path
@@ -261,7 +275,10 @@ async def test_killed_consumer_processes_lose_nothing_confirmed_and_duplicates_f
     print(f"\nkilled consumers {broker.name}: {figures}")
 
     assert kills == KILLS, figures
-    assert not lost, f"{len(lost)} confirmed but never acked: {lost[:20]}; {figures}"
+    assert not lost, (
+        f"{len(lost)} confirmed but never acked: {lost[:20]}; who got them: "
+        f"{who_got(lost[:20], consumers, logs)}; {figures}"
+    )
     assert not strangers, f"acked bodies that were never sent: {strangers[:20]}; {figures}"
     assert not problems, f"unexplained duplicates: {problems[:10]}; {figures}"
     assert left == 0, figures

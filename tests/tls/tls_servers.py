@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -20,17 +19,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from polybus.testing.harness import free_port
+
 PASSWORD = "s3cret-tls-pw"
 """Every test-owned server asks for it, so that every failure message can be checked for it."""
 
 START_TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # -- certificates -------------------------------------------------------------------------

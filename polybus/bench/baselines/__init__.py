@@ -17,10 +17,11 @@ def suites_for(scheme: str, url: str, namespace: str) -> list[Suite]:
 
         return [RedisStreamsSuite(url, namespace), KombuSuite(url, namespace)]
     if scheme in ("amqp", "amqps"):
+        from polybus.bench.baselines.aio_pika_client import AioPikaSuite
         from polybus.bench.baselines.kombu_client import KombuSuite
         from polybus.bench.baselines.pika_client import PikaSuite
 
-        return [PikaSuite(url, namespace), KombuSuite(url, namespace)]
+        return [PikaSuite(url, namespace), AioPikaSuite(url, namespace), KombuSuite(url, namespace)]
     return []
 
 

@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-from polybus.bench.model import BATCH, TIMEOUT, Measurement, Plan, Unreachable, display_url
+from polybus.bench.model import BATCH, TIMEOUT, Measurement, Plan, Unreachable
 
 _names = itertools.count(1)
 GROUP = "bench"
@@ -19,7 +19,7 @@ def _client(url: str) -> Any:
         import redis
     except ImportError as exc:
         raise Unreachable("redis-py is not installed: pip install 'polybus[redis]'") from exc
-    return redis.Redis.from_url(display_url(url), socket_connect_timeout=2, socket_timeout=60)
+    return redis.Redis.from_url(url.split("?", 1)[0], socket_connect_timeout=2, socket_timeout=60)
 
 
 def durability(url: str) -> str:
@@ -68,12 +68,17 @@ class RedisStreamsSuite:
             sent = time.perf_counter()
             self._consume(stream, plan.messages)
             consumed = time.perf_counter()
+            for _ in range(plan.each):
+                self.redis.xadd(stream, {"body": body})
+            sent_each = time.perf_counter()
+            self._consume(stream, plan.each)
         finally:
             self.redis.delete(stream)
         return [
             Measurement(
                 "workqueue-send", plan.messages, sent - started, f"pipelined XADD x {BATCH}"
             ),
+            Measurement("workqueue-send-each", plan.each, sent_each - consumed, "XADD each"),
             Measurement(
                 "workqueue-consume",
                 plan.messages,

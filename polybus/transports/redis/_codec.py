@@ -28,7 +28,7 @@ def _no_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-# ``json.dumps`` builds its C encoder anew on every call, half of its cost on these short lists;
+# ``json.dumps`` builds its C encoder anew on every call, most of its cost on these short lists;
 # this one is built once. It skips the check for circular references, so it serves only
 # properties without headers (everything else in them is a str, a number, a bool or None).
 _encode_flat = (

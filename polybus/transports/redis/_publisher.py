@@ -89,8 +89,8 @@ def _error_of(result: Any, where: str) -> PolybusError | None:
 
 def _xadds(key: str, streams: list[str], messages: list[PublishFields]) -> list[bytes]:
     """``XADD <stream> NOMKSTREAM * b <body> m <properties> x "" k <key> [pr <priority>]`` per
-    message, the fields as the ``PUBLISH`` script writes them, packed from a template (packing
-    each argument anew was a third of the CPU time of sending)."""
+    message, the fields as the ``PUBLISH`` script writes them, packed from a template: packing
+    each argument anew is what sending spent most on (docs/redis.md, Performance)."""
     tail = bulk_strings("x", "", "k", key)
     heads: dict[tuple[str, str], bytes] = {}
     packed = []

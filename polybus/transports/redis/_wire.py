@@ -1,10 +1,10 @@
 """Commands packed by hand and pipelined on a connection of their own.
 
 redis-py's pipeline packs every argument and parses every reply in Python, and a batch must be
-answered before the next one goes; profiling put that at more than half of the CPU time of a
-publishing bus. On a ``Link`` the hot paths (publishing, acking, fetching) write their commands
-the moment they are packed, and each sender gets its replies, in order, as they arrive — so
-Redis works on one batch while the next is being packed.
+answered before the next one goes (what that cost: docs/redis.md, Performance). On a ``Link``
+the hot paths (publishing, acking, fetching) write their commands the moment they are packed,
+and each sender gets its replies, in order, as they arrive — so Redis works on one batch while
+the next is being packed.
 
 Every command the transport sends goes over a ``Link``: scripts, declarations and queries, the
 heartbeat, publishing, acking and reading. A link to a real server owns its socket
