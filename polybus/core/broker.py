@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from polybus.core.deadlines import Deadlines
-from polybus.core.errors import ConnectionFailed, PolybusError, PublishFailed
+from polybus.core.errors import Closed, ConnectionFailed, PolybusError, PublishFailed
 from polybus.core.transport import (
     DeliverCallback,
     Delivery,
@@ -35,13 +35,18 @@ class Broker:
         self.transport = transport
         self.deadlines = Deadlines(timeout)
         self.where = transport.url.redacted()
+        self.closing = False
 
     async def _call(
         self, call: Awaitable[T], doing: Doing, failure: type[PolybusError] = ConnectionFailed
     ) -> T:
         try:
             return await self.deadlines.bounded(call, self._timed_out, (failure, doing))
-        except PolybusError:
+        except Closed:
+            raise
+        except PolybusError as exc:
+            if self.closing:  # it failed because the bus closed under it
+                raise Closed(f"{_text(doing)}: the bus to {self.where} was closed") from exc
             raise
         except Exception as exc:  # a transport bug: still a PolybusError for the caller
             raise failure(
@@ -69,7 +74,9 @@ class Broker:
 
     async def close(self) -> None:
         """Close the transport (dropping it if that fails or takes too long), then end every
-        call still in flight with ``Closed``."""
+        call still in flight with ``Closed``. A call that fails while the bus closes raises
+        ``Closed`` too: that is why it failed."""
+        self.closing = True
         try:
             await self._call(self.transport.close(), ("closing the connection to %s", self.where))
         except PolybusError:

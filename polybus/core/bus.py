@@ -315,6 +315,7 @@ class AsyncBus:
         if self._closed:
             return
         self._closed = True
+        self._broker.closing = True  # what fails from now on fails because the bus closes
         if self._stopped is not None:
             self._stopped.set()
         if self._starting:

@@ -244,6 +244,8 @@ async def test_every_call_racing_close_returns_or_raises_closed(connect):
     await asyncio.wait_for(asyncio.gather(*senders), BOUND)
     # Then each send returned or raised Closed, and none waited past the bound
     assert time.monotonic() - started < BOUND
-    assert all(o is None or isinstance(o, Closed) for o in outcomes), outcomes
+    assert all(o is None or isinstance(o, Closed) for o in outcomes), [
+        repr(o) for o in outcomes if o is not None and not isinstance(o, Closed)
+    ]
     with pytest.raises(Closed):
         await q.send("after close")
