@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from polybus.core.errors import Closed
 
 T = TypeVar("T")
+CANCEL_ROUNDS = 10
 
 
 class Portal:
@@ -68,11 +69,19 @@ class Portal:
             return
 
         async def cancel_rest() -> None:
+            # again, a task that swallowed its cancel (then got on with waiting) is cancelled
+            # once more, and a task that will not end is left after CANCEL_ROUNDS seconds
             current = asyncio.current_task()
-            rest = [t for t in asyncio.all_tasks() if t is not current]
-            for task in rest:
-                task.cancel()
-            await asyncio.gather(*rest, return_exceptions=True)
+            for _ in range(CANCEL_ROUNDS):
+                rest = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+                if not rest:
+                    return
+                for task in rest:
+                    task.cancel()
+                done, _ = await asyncio.wait(rest, timeout=1.0)
+                for task in done:  # what they failed with was reported where it happened
+                    if not task.cancelled():
+                        task.exception()
 
         on_loop_thread = threading.current_thread() is self._thread
         if not on_loop_thread:

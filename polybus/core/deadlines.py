@@ -21,6 +21,8 @@ from polybus.core.errors import Closed, PolybusError
 
 T = TypeVar("T")
 MAX_TICK = 1.0
+OURS = "polybus: past its deadline, or its bus closed"
+"""The message of the cancels ``Deadlines`` makes, to tell them from anyone else's."""
 
 OnTimeout = Callable[[float, Any], PolybusError]
 """Builds the error of a call past its deadline from the timeout and the call's context (built
@@ -64,12 +66,9 @@ class Deadlines:
             self._timer = loop.call_later(self._tick, self._check)
         try:
             return await call
-        except asyncio.CancelledError:
-            if entry.ended_by is None:
+        except asyncio.CancelledError as cancel:
+            if entry.ended_by is None or _cancelled_by_another(task, cancel):
                 raise
-            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: the cancel was ours
-            if uncancel is not None:
-                uncancel()
             raise entry.ended_by from None
         finally:
             del self._calls[key]
@@ -82,7 +81,7 @@ class Deadlines:
                 break
             if entry.ended_by is None:
                 entry.ended_by = entry.on_timeout(self.timeout, entry.context)
-                entry.task.cancel()
+                entry.task.cancel(OURS)
         if self._calls:
             self._timer = asyncio.get_running_loop().call_later(self._tick, self._check)
 
@@ -92,7 +91,17 @@ class Deadlines:
         for entry in self._calls.values():
             if entry.ended_by is None and entry.task is not current:
                 entry.ended_by = Closed(reason)
-                entry.task.cancel()
+                entry.task.cancel(OURS)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _cancelled_by_another(task: asyncio.Task[Any], cancel: asyncio.CancelledError) -> bool:
+    """Whether someone else cancelled the task too (a bus shutting down everything, say): then
+    the cancel must go on, not turn into this call's error. Python 3.11 counts a task's cancel
+    requests; before, the message of the cancel that arrived tells whose it was."""
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        return bool(uncancel() > 0)
+    return cancel.args[:1] != (OURS,)

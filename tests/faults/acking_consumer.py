@@ -6,10 +6,12 @@ acks it, and appends to ``LOG`` (flushed line by line, one ``write`` each)::
 
     ready <t>
     got <body> <delivery_count> <t>
+    acking <body> <t>
     acked <body> <t>
 
 ``<t>`` is ``time.monotonic()``, which every process on the machine reads from the same clock.
-"acked" is written after the ack call returned. It runs until it is killed.
+"acking" is written just before the ack call, "acked" once it
+returned: a process killed between the two may or may not have acked. It runs until it is killed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def run_blocking(url: str, queue: str, prefetch: int, work: float, out: TextIO) 
         for msg in sub:
             log(out, f"got {msg.body} {msg.delivery_count}")
             time.sleep(work)
+            log(out, f"acking {msg.body}")
             msg.ack()
             log(out, f"acked {msg.body}")
 
@@ -49,6 +52,7 @@ async def run_aio(url: str, queue: str, prefetch: int, work: float, out: TextIO)
         async for msg in sub:
             log(out, f"got {msg.body} {msg.delivery_count}")
             await asyncio.sleep(work)
+            log(out, f"acking {msg.body}")
             await msg.ack()
             log(out, f"acked {msg.body}")
 

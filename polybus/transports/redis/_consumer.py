@@ -13,7 +13,6 @@ checks each entry's deadline against the server's clock and has ``SETTLE`` dead-
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from polybus.core.errors import ConnectionFailed, NotFound
+from polybus.core.tasks import cancelled
 from polybus.core.transport import DeliverCallback, Delivery
 from polybus.transports.redis._codec import deadline, decode_entry
 from polybus.transports.redis._errors import ERRORS, translate
@@ -220,11 +220,7 @@ class Consumer:
         """Stop delivering and drop the connection. Entries read but not delivered stay
         pending on this consumer: ``retire`` (or reaping) returns them to the queue."""
         self.stopped = True
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancelled(self._task)
         if self._next_read is not None:  # sent, and now nobody will read its reply
             self._next_read.cancel()
             self._next_read = None

@@ -15,7 +15,6 @@ milliseconds until it brings something, its time is up, or the wire is closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from polybus.core.errors import MissingDependency
+from polybus.core.tasks import finished
 from polybus.transports.redis._errors import ERRORS
 from polybus.transports.redis._wire import Replies, Wire, _Waiting, command
 
@@ -144,6 +144,4 @@ class FakeWire(Wire):
 
     async def closed(self) -> None:
         for task in (self._reader, self._closing):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, *ERRORS):
-                    await task
+            await finished(task)

@@ -15,7 +15,6 @@ one publisher reach a queue in the order they were published.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from polybus.core.errors import PolybusError, PublishFailed
+from polybus.core.tasks import finished
 from polybus.core.transport import Envelope
 from polybus.transports.redis._codec import PublishFields, publish_fields
 from polybus.transports.redis._errors import ERRORS, translate
@@ -145,9 +145,7 @@ class Publisher:
 
     async def drain(self) -> None:
         """Wait for the publishes in flight (on a clean close)."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, PolybusError):
-                await self._task
+        await finished(self._task)
 
     def abort(self) -> None:
         if self._task is not None:

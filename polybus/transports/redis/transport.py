@@ -45,6 +45,7 @@ from polybus.core.errors import (
     PolybusError,
 )
 from polybus.core.options import TLS, UrlOption, seconds, text, tls_context
+from polybus.core.tasks import finished
 from polybus.core.transport import (
     Capabilities,
     DeliverCallback,
@@ -323,9 +324,7 @@ class RedisTransport(Transport):
             await consumer.stop()
         if self._publisher is not None:
             await self._publisher.drain()
-        if self._acking is not None:
-            with contextlib.suppress(asyncio.CancelledError, PolybusError):
-                await self._acking
+        await finished(self._acking)
         try:
             await self._script("release", self.conn_id)
         except PolybusError as exc:
