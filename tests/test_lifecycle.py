@@ -134,7 +134,7 @@ def test_a_second_signal_while_closing_stops_at_once_without_a_traceback():
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("handling")
-    time.sleep(0.2)
+    time.sleep(1.0)  # bus.run() has installed its handlers (the handler runs for 3 s)
     proc.send_signal(signal.SIGINT)  # close gracefully: waits for the running handler
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)  # no, now

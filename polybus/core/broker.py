@@ -10,6 +10,7 @@ exception: the contract has them return at once, and they run on every message.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
@@ -36,10 +37,19 @@ class Broker:
         self.deadlines = Deadlines(timeout)
         self.where = transport.url.redacted()
         self.closing = False
+        self._unanswered = False  # a call timed out while closing: no more goodbyes
 
     async def _call(
         self, call: Awaitable[T], doing: Doing, failure: type[PolybusError] = ConnectionFailed
     ) -> T:
+        if self._unanswered:
+            # a goodbye already waited operation_timeout in vain: the next would too, one after
+            # the other, and close() would take a multiple of the bound every call keeps
+            if inspect.iscoroutine(call):
+                call.close()
+            raise Closed(
+                f"{_text(doing)}: skipped, {self.where} stopped answering while the bus closed"
+            )
         try:
             return await self.deadlines.bounded(call, self._timed_out, (failure, doing))
         except Closed:
@@ -56,6 +66,8 @@ class Broker:
 
     def _timed_out(self, seconds: float, context: tuple[type[PolybusError], Doing]) -> PolybusError:
         failure, doing = context
+        if self.closing:
+            self._unanswered = True
         if failure is PublishFailed:
             return PublishFailed(
                 f"{_text(doing)}: {self.where} did not confirm within {seconds:g}s (the URL's"
@@ -80,6 +92,7 @@ class Broker:
         try:
             await self._call(self.transport.close(), ("closing the connection to %s", self.where))
         except PolybusError:
+            self._unanswered = False  # dropping the connection says nothing to the broker
             await self.abort()
         finally:
             self.deadlines.end_all(f"the bus to {self.where} was closed during the call")

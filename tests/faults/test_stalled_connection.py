@@ -89,7 +89,10 @@ async def round_trip(queue: Any, sub: Any, rpc: Any, marker: str) -> dict[str, f
             times["call"] = round(time.monotonic() - started, 2)
             return times
         assert isinstance(exc, (RpcTimeout, PublishFailed, ConnectionFailed)), (how, exc)
-        assert time.monotonic() < deadline, f"no RPC reply within {RECOVERY_TIMEOUT}s"
+        assert time.monotonic() < deadline, (
+            f"{marker}: sending and receiving work again ({times}), but no RPC reply came "
+            f"within {RECOVERY_TIMEOUT}s; the last call: {how}: {exc}"
+        )
 
 
 @pytest.mark.timeout(120)

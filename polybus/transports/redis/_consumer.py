@@ -66,6 +66,7 @@ class Consumer:
         self._next_read: Replies | None = None  # sent the moment room was made (see settled)
         self._fetch_lost = False  # a read failed: its entries may be pending on us, undelivered
         self._task: asyncio.Task[None] | None = None
+        self._cancelled = False  # stop() was called: never read again
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -74,6 +75,11 @@ class Consumer:
         """After Redis restarted or reaped this connection: register the queue as consumed
         again (the reading task goes on by itself)."""
         await self.session.run_script("consume", self.session.connection_id, self.queue)
+        if self._task is not None and self._task.done() and not self._cancelled:
+            # the reap deleted the queue (exclusive or auto-delete) and the reading task, told
+            # NotFound, ended before the queue was declared again: read again
+            self.stopped = False
+            self.start()
 
     def settled(self, entry_id: bytes) -> None:
         """A delivery was acked or nacked: there is room for one more. Once there is room for
@@ -219,6 +225,7 @@ class Consumer:
     async def stop(self) -> None:
         """Stop delivering and drop the connection. Entries read but not delivered stay
         pending on this consumer: ``retire`` (or reaping) returns them to the queue."""
+        self._cancelled = True
         self.stopped = True
         await cancelled(self._task)
         if self._next_read is not None:  # sent, and now nobody will read its reply

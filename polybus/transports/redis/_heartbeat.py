@@ -63,8 +63,8 @@ class HeartbeatThread:
         self._on_beat = on_beat
         self._loop = loop
         self._stop = threading.Event()
-        self._wake: asyncio.Event | None = None  # set on the thread's own loop, by stop()
         self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None  # the beats, on the thread's own loop
         self._thread = threading.Thread(
             target=self._run, name=f"polybus-redis-heartbeat-{connection_id}", daemon=True
         )
@@ -73,17 +73,17 @@ class HeartbeatThread:
         self._thread.start()
 
     def _run(self) -> None:
-        asyncio.run(self._beats())
+        with contextlib.suppress(asyncio.CancelledError):  # stop() cancelled a beat in flight
+            asyncio.run(self._beats())
 
     async def _beats(self) -> None:
-        self._wake = asyncio.Event()
+        self._task = asyncio.current_task()
         self._thread_loop = asyncio.get_running_loop()
         link = Link(self._open_wire, self._timeout)
         interval = self._liveness_ms / 3000
         try:
             while not self._stop.is_set():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), interval)
+                await asyncio.sleep(interval)
                 if self._stop.is_set():
                     return
                 result: Beat | BaseException
@@ -100,12 +100,14 @@ class HeartbeatThread:
                 await link.close()
 
     def stop(self) -> None:
-        """Stop beating (the thread ends within one command's timeout)."""
+        """Stop beating: the thread's task is cancelled, even in the middle of a beat."""
         self._stop.set()
-        loop, wake = self._thread_loop, self._wake
-        if loop is not None and wake is not None:
+        loop, task = self._thread_loop, self._task
+        if loop is not None and task is not None:
             with contextlib.suppress(RuntimeError):  # its loop has already ended
-                loop.call_soon_threadsafe(wake.set)
+                # cancelled, not woken: a beat waiting on a stalled server would hold join()
+                # (and the close() that joins it) for the link's whole timeout
+                loop.call_soon_threadsafe(task.cancel)
 
     def join(self) -> None:
         self._thread.join()
