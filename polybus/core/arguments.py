@@ -57,7 +57,12 @@ def check_seconds(
 
 def check_timeout(value: Any, name: str = "timeout") -> float | None:
     """A wait: ``None`` (as long as it takes) or a finite number of seconds, 0 or more."""
-    return None if value is None else check_seconds(value, name)
+    if value is None or (value.__class__ in _PLAIN_NUMBERS and 0 <= value < math.inf):
+        return value  # the common case, once per receive, without the checks' calls
+    return check_seconds(value, name)
+
+
+_PLAIN_NUMBERS = (int, float)
 
 
 def check_prefetch(value: Any, name: str = "prefetch") -> int:

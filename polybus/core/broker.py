@@ -37,6 +37,7 @@ class Broker:
         self.deadlines = Deadlines(timeout)
         self.where = transport.url.redacted()
         self.closing = False
+        self.ack = transport.ack  # queued, returns at once: as it is, on the hot path
         self._unanswered = False  # a call timed out while closing: no more goodbyes
 
     async def _call(
@@ -171,9 +172,6 @@ class Broker:
         await self._call(
             self.transport.cancel(consumer_tag), ("cancelling consumer %r", consumer_tag)
         )
-
-    async def ack(self, delivery: Delivery) -> None:
-        await self.transport.ack(delivery)
 
     async def nack(self, delivery: Delivery, *, requeue: bool) -> None:
         await self._call(

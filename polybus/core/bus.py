@@ -252,26 +252,42 @@ class AsyncBus:
     def _envelope(self, body: Any, options: SendOptions, call: str = "send") -> Envelope:
         """Check the options and encode the body — raising ``InvalidArgument`` or
         ``SerializationError`` before anything is sent — and add the ids."""
+        return self._envelopes(options, call)(body)
+
+    def _envelopes(self, options: SendOptions, call: str = "send") -> Callable[[Any], Envelope]:
+        """Check the options once and return what makes an envelope of each body with them
+        (``send_many``: the options are the same for every body of the batch)."""
         if self._closed:
             raise Closed(f"the bus to {self.url} is closed")
-        check_known(options, SEND_OPTIONS, call)
+        if options.keys() - SEND_OPTIONS:
+            check_known(options, SEND_OPTIONS, call)
         ttl = check_ttl(options.get("ttl"))
         self._require("ttl", ttl is not None, "a message")
         headers = options.get("headers")
-        data, content_type = encode_body(body, self._codec)
-        return Envelope(
-            data,
-            content_type,
-            checked_headers(headers) if headers is not None else {},
-            check_property(options.get("message_id"), "message_id")
-            or f"{self._id_prefix}-{next(self._ids)}",
-            check_property(options.get("correlation_id"), "correlation_id"),
-            check_property(options.get("reply_to"), "reply_to"),
-            time.time(),
-            check_priority(options.get("priority")),
-            ttl,
-            check_bool(options.get("persistent", True), "persistent"),
-        )
+        checked = checked_headers(headers) if headers is not None else None
+        message_id = check_property(options.get("message_id"), "message_id")
+        correlation_id = check_property(options.get("correlation_id"), "correlation_id")
+        reply_to = check_property(options.get("reply_to"), "reply_to")
+        priority = check_priority(options.get("priority"))
+        persistent = check_bool(options.get("persistent", True), "persistent")
+        codec, ids, id_prefix = self._codec, self._ids, self._id_prefix
+
+        def envelope(body: Any) -> Envelope:
+            data, content_type = encode_body(body, codec)
+            return Envelope(
+                data,
+                content_type,
+                dict(checked) if checked else {},  # each message its own dict
+                message_id or f"{id_prefix}-{next(ids)}",
+                correlation_id,
+                reply_to,
+                time.time(),
+                priority,
+                ttl,
+                persistent,
+            )
+
+        return envelope
 
     def _message(self, delivery: Delivery) -> BaseMessage:
         """The message a worker's handler gets (the worker settles it, not the handler)."""

@@ -114,7 +114,8 @@ class WorkQueue:
         """Send several messages in order, pipelined, with one wait; all are encoded before
         any is sent."""
         options: SendOptions = {"headers": headers, "persistent": self._options.durable}
-        items = [(self._name, self._bus._envelope(body, options, "send_many")) for body in bodies]
+        envelope = self._bus._envelopes(options, "send_many")
+        items = [(self._name, envelope(body)) for body in bodies]
         await self.declare()
         await self._bus._broker.publish_many("", items)
 
