@@ -47,10 +47,10 @@ def test_tour_defaults_to_polybus_url(
 
 
 def test_tour_on_an_unknown_scheme_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["tour", "--url", "nats://localhost"])
+    code = main(["tour", "--url", "kafka://localhost"])
     captured = capsys.readouterr()
     assert code == 2
-    assert "cannot connect: UnknownScheme: no transport for scheme 'nats'" in captured.err
+    assert "cannot connect: UnknownScheme: no transport for scheme 'kafka'" in captured.err
     assert "Traceback" not in captured.out + captured.err
 
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 import polybus
 from polybus.core.url import BUILTIN_TRANSPORTS, parse_url, resolve_url, transport_class
@@ -25,6 +31,34 @@ def test_parse_keeps_credentials_options_and_redacts_the_password():
     assert (url.username, url.password) == ("user", "s@cret")
     assert url.namespace == "ns" and url.options["heartbeat"] == "5"
     assert "s%40cret" not in url.redacted() and "***" in url.redacted()
+
+
+def test_a_url_names_the_hosts_of_a_cluster_in_order():
+    url = parse_url("amqp://user:p%40ss@h1:5672,H2:5673,[::1],h4/vh?queue_type=quorum")
+    assert url.hosts == (("h1", 5672), ("h2", 5673), ("::1", None), ("h4", None))
+    assert (url.host, url.port, url.username, url.password) == ("h1", 5672, "user", "p@ss")
+    assert url.path == "/vh" and url.options == {"queue_type": "quorum"}
+    assert "p%40ss" not in url.redacted()
+    assert parse_url("redis://localhost:6379/0").hosts == (("localhost", 6379),)
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("amqp://u:secret@h1:5672,,h3/", "an empty host"),
+        ("nats://u:secret@h1:4222,h2:port", "h2:port|port"),
+    ],
+)
+def test_a_malformed_host_list_is_refused_without_the_password(url, complaint):
+    with pytest.raises(polybus.InvalidURL, match=complaint) as raised:
+        parse_url(url)
+    assert "secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize("url", ["redis://h1:6379,h2:6380/0", "memory://a,b"])
+def test_a_transport_of_one_host_refuses_several(url):
+    with pytest.raises(polybus.InvalidURL, match="takes one host, not 2"):
+        polybus.connect(url)
 
 
 def test_unknown_scheme_suggests_the_closest_known_one():
@@ -72,9 +106,11 @@ def test_unreachable_broker_fails_fast_with_connection_failed(url):
 
 
 def test_every_builtin_scheme_names_an_importable_path_or_an_extra():
+    with open(Path(__file__).parents[1] / "pyproject.toml", "rb") as project:
+        extras = tomllib.load(project)["project"]["optional-dependencies"]
     for scheme, (path, extra) in BUILTIN_TRANSPORTS.items():
         assert ":" in path, scheme
-        assert extra is None or extra in {"redis", "fakeredis", "rabbitmq"}
+        assert extra is None or extra in extras, scheme
 
 
 @pytest.mark.parametrize(

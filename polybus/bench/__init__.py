@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="urls",
         metavar="URL",
         help="broker URL to measure (repeatable); default: memory://, fakeredis://, "
-        "redis://127.0.0.1:6379 and amqp://guest:guest@127.0.0.1:5672/ — each one that does "
-        "not answer is reported as unreachable",
+        "redis://127.0.0.1:6379, amqp://guest:guest@127.0.0.1:5672/ and nats://127.0.0.1:4222"
+        " — each one that does not answer is reported as unreachable",
     )
     parser.add_argument(
         "--sizes",
@@ -103,7 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline",
         action="store_true",
-        help="also run the raw clients (redis-py Streams, pika, kombu) on the same workloads",
+        help="also run the raw clients (redis-py Streams, pika, aio-pika, nats-py, kombu) on the"
+        " same workloads",
     )
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--csv", metavar="FILE", help="write the results as CSV")

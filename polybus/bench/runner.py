@@ -33,6 +33,7 @@ DEFAULT_URLS = (
     "fakeredis://",
     "redis://127.0.0.1:6379",
     "amqp://guest:guest@127.0.0.1:5672/",
+    "nats://127.0.0.1:4222",
 )
 # broker scheme -> share of --messages it runs: fakeredis is a Python emulation of Redis that
 # moves a few hundred messages per second; at full counts it alone would take minutes

@@ -107,8 +107,8 @@ def encode_body(value: Any, codec: Codec) -> tuple[bytes, str]:
             ) from exc
     if len(data) > MAX_BODY:
         raise SerializationError(
-            f"the body is {len(data) / 2**20:.1f} MiB, more than the {MAX_BODY >> 20} MiB every"
-            " broker carries (RabbitMQ's max_message_size); store it elsewhere and send a"
+            f"the body is {len(data):,} bytes, more than the {MAX_BODY:,} every broker carries"
+            " (NATS's max_payload, less room for headers); store it elsewhere and send a"
             " reference; nothing was sent"
         )
     return data, content_type

@@ -1,6 +1,6 @@
 """Message headers: what every broker can carry, checked and copied before anything is sent.
 
-Redis keeps headers as JSON, RabbitMQ as AMQP field tables (no floats, 64-bit integers, one
+Redis and NATS keep headers as JSON, RabbitMQ as AMQP field tables (no floats, 64-bit integers, one
 frame for all properties), memory as the objects they are. So a header is accepted only if every
 broker carries it unchanged: ``str``, ``int`` (64-bit), ``bool``, ``None``, and lists and dicts of
 them. The accepted headers are copied as plain values (an ``IntEnum`` becomes its ``int``), so
@@ -15,6 +15,7 @@ Every name polybus gives a header is defined here, once.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from polybus.core.errors import SerializationError
@@ -35,9 +36,9 @@ DEAD_REASON = "x-polybus-dead-reason"
 DEAD_ERROR = "x-polybus-dead-error"
 """The type name of the handler's exception (``retries-exhausted``, ``undecodable``)."""
 DEAD_MESSAGE = "x-polybus-dead-message"
-"""The exception's message, at most ``MAX_DEAD_TEXT`` characters."""
+"""The exception's message, at most ``deadletters.MAX_TEXT`` characters."""
 DEAD_TRACEBACK = "x-polybus-dead-traceback"
-"""The end of the exception's traceback, at most ``MAX_DEAD_TEXT`` characters."""
+"""The end of the exception's traceback, at most ``deadletters.MAX_TEXT`` characters."""
 DEAD_AT = "x-polybus-dead-at"
 """When it first died, in milliseconds since the epoch."""
 
@@ -46,6 +47,7 @@ PUBLIC = frozenset(
 )
 """The ``x-polybus-`` headers a sender may carry (a dead letter replayed with its headers)."""
 
+_ascii_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _CARRY = (
     "use str, int (64-bit), bool, None, or lists and dicts of them (a float or a date as a str);"
@@ -72,11 +74,12 @@ def checked_headers(headers: Any) -> dict[str, Any]:
         plain, value_size = _plain(value, repr(name), 0)
         copy[name] = plain
         size += 2 + _utf8_size(name) + value_size
-    if size > MAX_HEADERS:
+    as_json = len(_ascii_json(copy)) if copy else 0
+    if max(size, as_json) > MAX_HEADERS:
         raise SerializationError(
-            f"the headers take {size} bytes as an AMQP field table, more than the {MAX_HEADERS}"
-            " every broker carries (RabbitMQ sends all properties in one frame); put large"
-            " values in the body; nothing was sent"
+            f"the headers take {size} bytes as an AMQP field table and {as_json} as JSON, more"
+            f" than the {MAX_HEADERS} every broker carries (RabbitMQ sends all properties in one"
+            " frame, NATS all headers in 64 KiB); put large values in the body; nothing was sent"
         )
     return copy
 

@@ -36,12 +36,15 @@ MIN_TTL = 0.001
 MAX_TTL = 4_294_967.295
 """Seconds: RabbitMQ refuses a time-to-live above 2**32 - 1 milliseconds."""
 
-MAX_BODY = 128 * 1024 * 1024
-"""Bytes in a body: RabbitMQ's default ``max_message_size``."""
+MAX_BODY = 896 * 1024
+"""Bytes in a body: NATS carries a message of 1 MiB at most (its default ``max_payload``) with
+its headers; 128 KiB of that is left for the headers and properties."""
 
-MAX_HEADERS = 64 * 1024
-"""Bytes the headers take as an AMQP field table: RabbitMQ carries a message's properties in one
-frame of 128 KiB (``frame_max``), and drops the connection for a larger one."""
+MAX_HEADERS = 60 * 1024
+"""Bytes the headers take, both as an AMQP field table and as ASCII JSON: JetStream refuses a
+message whose headers pass 64 KiB (NATS carries them, with the properties, as JSON in one
+header; 4 KiB is left for the properties), and RabbitMQ drops the connection for properties
+over one frame of 128 KiB (``frame_max``)."""
 
 MAX_HEADER_DEPTH = 32
 """Levels of lists and dicts nested in a header value."""

@@ -44,6 +44,17 @@ def seconds(*, allow_zero: bool = False) -> Parser:
     return parse
 
 
+def count(low: int, high: int) -> Parser:
+    """A whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or not low <= int(text) <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}")
+        return int(text)
+
+    return parse
+
+
 def choice(*values: str) -> Parser:
     def parse(text: str) -> str:
         if text not in values:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from polybus.core.errors import InvalidURL
 from polybus.core.options import UrlOption
 from polybus.core.url import BrokerURL
 
@@ -112,11 +113,25 @@ class Transport(ABC):
     url_options: ClassVar[tuple[UrlOption, ...]] = ()
     """The query options this transport's URLs take, beside ``polybus.core.options.COMMON``."""
 
+    one_host_hint: ClassVar[str] = ""
+    """Said after "takes one host" when a URL names several where one is taken."""
+
+    @classmethod
+    def takes_several_hosts(cls, url: BrokerURL) -> bool:
+        """Whether ``url`` may name several hosts (the nodes of a cluster), comma-separated."""
+        return False
+
     def __init__(self, url: BrokerURL) -> None:
         """Keep the URL, its options checked and parsed into ``url.settings``.
 
-        :raises InvalidURL: an option is unknown or has a wrong value.
+        :raises InvalidURL: an option is unknown or has a wrong value, or the URL names
+            several hosts where the transport takes one.
         """
+        if len(url.hosts) > 1 and not self.takes_several_hosts(url):
+            raise InvalidURL(
+                f"{url.redacted()!r}: {url.scheme}:// takes one host, not {len(url.hosts)}"
+                f"{self.one_host_hint}"
+            )
         self.url = url.configured(self.url_options)
         self.capabilities = self.capabilities_for(self.url)
 

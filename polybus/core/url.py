@@ -31,9 +31,14 @@ BUILTIN_TRANSPORTS: dict[str, tuple[str, str | None]] = {
     "memory": ("polybus.transports.memory:MemoryTransport", None),
     "redis": ("polybus.transports.redis:RedisTransport", "redis"),
     "rediss": ("polybus.transports.redis:RedisTransport", "redis"),
+    "redis+sentinel": ("polybus.transports.redis:RedisTransport", "redis"),
+    "redis+cluster": ("polybus.transports.redis:RedisTransport", "redis"),
     "fakeredis": ("polybus.transports.redis:RedisTransport", "fakeredis"),
     "amqp": ("polybus.transports.rabbitmq:RabbitMQTransport", "rabbitmq"),
     "amqps": ("polybus.transports.rabbitmq:RabbitMQTransport", "rabbitmq"),
+    "nats": ("polybus.transports.nats:NatsTransport", "nats"),
+    "tls": ("polybus.transports.nats:NatsTransport", "nats"),
+    "nats+tls": ("polybus.transports.nats:NatsTransport", "nats"),
 }
 
 
@@ -60,6 +65,7 @@ ALIASES = {
     "unix": "redis",
     "mem": "memory",
     "inmemory": "memory",
+    "jetstream": "nats",
 }
 
 
@@ -78,6 +84,9 @@ class BrokerURL:
     path: str
     options: dict[str, str] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict, repr=False)
+    hosts: tuple[tuple[str, int | None], ...] = ()
+    """Every host of the URL, in order (``amqp://u:p@h1:5672,h2:5673/``: the nodes of a
+    cluster); ``host`` and ``port`` are the first's."""
 
     @property
     def namespace(self) -> str:
@@ -143,7 +152,7 @@ def parse_url(url: str) -> BrokerURL:
         )
     try:
         parts = urlsplit(url)
-        port = parts.port
+        hosts = tuple(_host_and_port(entry) for entry in _host_list(parts.netloc))
     except ValueError as exc:
         message = str(exc)
         if parts_password := _password_of(url):
@@ -157,13 +166,31 @@ def parse_url(url: str) -> BrokerURL:
     return BrokerURL(
         raw=url,
         scheme=parts.scheme.lower(),
-        host=parts.hostname,
-        port=port,
+        host=hosts[0][0] if hosts else None,
+        port=hosts[0][1] if hosts else None,
         username=unquote(parts.username) if parts.username is not None else None,
         password=unquote(parts.password) if parts.password is not None else None,
         path=unquote(parts.path),
         options=options,
+        hosts=hosts,
     )
+
+
+def _host_list(netloc: str) -> list[str]:
+    """The ``host[:port]`` entries of a URL's authority, split at commas (none when empty)."""
+    hostpart = netloc.rpartition("@")[2]
+    if not hostpart:
+        return []
+    entries = hostpart.split(",")
+    if "" in entries:
+        raise ValueError(f"an empty host in {hostpart!r}")
+    return entries
+
+
+def _host_and_port(entry: str) -> tuple[str, int | None]:
+    parts = urlsplit(f"//{entry}")
+    port = parts.port  # raises ValueError when it is not a port number
+    return parts.hostname or "", port
 
 
 def _password_of(url: str) -> str:

@@ -51,7 +51,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--polybus-transport",
         action="append",
         default=[],
-        help=f"run only these built-in transports: {', '.join(HARNESSES)}",
+        help=f"run only these built-in transports (repeatable, or comma-separated):"
+        f" {', '.join(HARNESSES)}",
     )
     group.addoption("--polybus-api", action="append", default=[], help="aio and/or blocking")
 
@@ -65,8 +66,14 @@ def pytest_configure(config: pytest.Config) -> None:
         harness = UrlHarness(url)
         harnesses[f"{harness.name}:{len(harnesses)}"] = harness
     if not harnesses:
-        names = config.getoption("--polybus-transport") or list(HARNESSES)
-        for name in names:
+        given = config.getoption("--polybus-transport")
+        names = [name.strip() for names in given for name in names.split(",") if name.strip()]
+        if unknown := [name for name in names if name not in HARNESSES]:
+            raise pytest.UsageError(
+                f"--polybus-transport: no built-in transport {', '.join(unknown)};"
+                f" there are: {', '.join(HARNESSES)}"
+            )
+        for name in names or list(HARNESSES):
             harnesses[name] = load_harness(name)
     config.stash[_harness_key] = harnesses
 
@@ -82,7 +89,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     harnesses = metafunc.config.stash[_harness_key]
     apis = metafunc.config.getoption("--polybus-api") or list(APIS)
-    params = [(name, api) for name in harnesses for api in apis]
+    params = [
+        (name, api)
+        for name, harness in harnesses.items()
+        for api in apis
+        if isinstance(harness, str) or api in harness.apis
+    ]
     metafunc.parametrize(
         "polybus_target", params, indirect=True, ids=[f"{n}-{a}" for n, a in params]
     )
@@ -145,6 +157,15 @@ def polybus_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     target = Target(name, api, harness, namespace)
     yield target
     harness.cleanup(namespace)
+
+
+def session_harness(config: pytest.Config, name: str) -> BrokerHarness:
+    """The session's harness of a built-in transport (the conformance suite's own, so a
+    test-owned cluster starts once), skipped or failed as ``skip_unless_available`` says."""
+    harnesses = config.stash[_harness_key]
+    if name not in harnesses:
+        harnesses[name] = load_harness(name)  # shut down with the others
+    return skip_unless_available(name, harnesses[name])
 
 
 def skip_unless_available(name: str, harness: BrokerHarness | str) -> BrokerHarness:

@@ -15,13 +15,21 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from polybus.testing.harness import BrokerHarness, add_namespace, free_port
+from polybus.testing.harness import (
+    BrokerHarness,
+    ClusterHarness,
+    OwnedCluster,
+    OwnedServer,
+    add_namespace,
+    free_port,
+    missing_client,
+)
 
 log = logging.getLogger("polybus.testing")
 
@@ -44,14 +52,14 @@ def _answers(url: str, timeout: float) -> str | None:
     return None
 
 
-class OwnedNode:
+class OwnedNode(OwnedServer):
     """A RabbitMQ node this test session starts, restarts and stops."""
 
+    START_TIMEOUT = START_TIMEOUT
+
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__("polybus-rabbitmq-")
         self.name = f"polybus-{os.getpid()}-{self.port}@localhost"
-        self.dir = Path(tempfile.mkdtemp(prefix="polybus-rabbitmq-"))
-        self._process: subprocess.Popen[bytes] | None = None
         (self.dir / "enabled_plugins").write_text("[].\n")
         (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
         self.dir.chmod(0o755)
@@ -73,41 +81,47 @@ class OwnedNode:
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
-    def start(self) -> None:
-        with open(self.dir / "server.out", "ab") as out:
-            self._process = subprocess.Popen(
-                ["rabbitmq-server"],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while (reason := _answers(self.url, 1.0)) is not None:
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"test-owned RabbitMQ node did not start: {reason}; "
-                    f"see {self.dir / 'server.out'}"
-                )
-            time.sleep(0.2)
+    def command(self) -> list[str]:
+        return ["rabbitmq-server"]
 
-    def stop(self) -> None:
-        process = self._process
-        if process is None:
-            return
-        self._process = None
+    def environment(self) -> dict[str, str]:
+        return self.env
+
+    def unanswered(self) -> str | None:
+        return _answers(self.url, 1.0)
+
+    def kill(self) -> None:
+        """SIGKILL the Erlang VM itself (its pid file says which process): the wrapper that
+        started it runs it, through ``su``, in a process group of its own."""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.dir / "pid").read_text().strip())
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        super().kill()
+
+    def ctl(self, *arguments: str) -> None:
+        """``rabbitmqctl -n <this node> ...``, which must succeed."""
         subprocess.run(
-            ["rabbitmqctl", "-n", self.name, "stop"],
+            ["rabbitmqctl", "-n", self.name, *arguments],
             env=self.env,
             capture_output=True,
-            timeout=60,
-            check=False,
+            timeout=120,
+            check=True,
         )
-        try:
+
+    def stop(self) -> None:
+        """A clean shutdown (``rabbitmqctl stop``), killed if it does not end."""
+        if not self.running:
+            return
+        with contextlib.suppress(subprocess.SubprocessError):
+            self.ctl("stop")
+        process = self._process
+        assert process is not None
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait(timeout=10)
+        self.kill()
 
     def restart(self) -> None:
         self.stop()
@@ -115,14 +129,17 @@ class OwnedNode:
 
     def remove(self) -> None:
         self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().remove()
 
 
 class _Sweeper:
     """Deletes the queues and exchanges of finished namespaces, in batches, off the test path."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, node: str | None = None) -> None:
+        """``url``: one node's (of a cluster, any); ``node``: its name, for rabbitmqctl
+        (None: the machine's own node)."""
         self.url = url
+        self.node = node
         self._pending: set[str] = set()
         self._lock = threading.Lock()
         self._sweeping = threading.Lock()  # held through a sweep, so finish() waits for it
@@ -151,14 +168,16 @@ class _Sweeper:
                 namespaces, self._pending = self._pending, set()
             if namespaces:
                 try:
-                    _delete_namespaces(self.url, tuple(f"{ns}." for ns in namespaces))
+                    prefixes = tuple(f"{ns}." for ns in namespaces)
+                    _delete_namespaces(self.url, self.node, prefixes)
                 except Exception as exc:  # a failed sweep must not fail the tests
                     log.warning("could not clean up RabbitMQ namespaces: %r", exc)
 
 
-def _list(kind: str) -> list[str]:
+def _list(kind: str, node: str | None) -> list[str]:
+    where = ["-n", node] if node else []
     done = subprocess.run(
-        ["rabbitmqctl", kind, "name", "-q", "--no-table-headers"],
+        ["rabbitmqctl", *where, kind, "name", "-q", "--no-table-headers"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -167,11 +186,11 @@ def _list(kind: str) -> list[str]:
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
-def _delete_namespaces(url: str, prefixes: tuple[str, ...]) -> None:
+def _delete_namespaces(url: str, node: str | None, prefixes: tuple[str, ...]) -> None:
     import pika
 
-    queues = [name for name in _list("list_queues") if name.startswith(prefixes)]
-    exchanges = [name for name in _list("list_exchanges") if name.startswith(prefixes)]
+    queues = [name for name in _list("list_queues", node) if name.startswith(prefixes)]
+    exchanges = [name for name in _list("list_exchanges", node) if name.startswith(prefixes)]
     if not queues and not exchanges:
         return
     connection = pika.BlockingConnection(pika.URLParameters(url))
@@ -188,6 +207,9 @@ def _delete_namespaces(url: str, prefixes: tuple[str, ...]) -> None:
         connection.close()
 
 
+CLIENT = ("pika", "pika", "rabbitmq")  # module, package, extra: see missing_client
+
+
 class RabbitMQHarness(BrokerHarness):
     name = "rabbitmq"
 
@@ -200,12 +222,7 @@ class RabbitMQHarness(BrokerHarness):
     def unavailable(self) -> str | None:
         if not self._probed:
             self._probed = True
-            try:
-                import pika  # noqa: F401
-            except ImportError:
-                self._reason = "pika is not installed: pip install 'polybus[rabbitmq]'"
-            else:
-                self._reason = _answers(SHARED_URL, 3.0)
+            self._reason = missing_client(*CLIENT) or _answers(SHARED_URL, 3.0)
         return self._reason
 
     def url(self, namespace: str) -> str:
@@ -233,3 +250,81 @@ class RabbitMQHarness(BrokerHarness):
             node, self._node = self._node, None
             with contextlib.suppress(Exception):
                 node.remove()
+
+
+class OwnedRabbitMQCluster(OwnedCluster):
+    """Three RabbitMQ nodes joined in one cluster (the second and third join the first once;
+    a node killed and started again rejoins by itself)."""
+
+    nodes: list[OwnedNode]  # type: ignore[assignment]
+
+    def __init__(self, size: int = 3) -> None:
+        super().__init__([OwnedNode() for _ in range(size)])
+        self._joined = False
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"amqp://guest:guest@{hosts}/"
+
+    def start(self) -> None:
+        super().start()
+        if not self._joined:
+            first = self.nodes[0].name
+            for node in self.nodes[1:]:
+                node.ctl("stop_app")
+                node.ctl("join_cluster", first)
+                node.ctl("start_app")
+            self._joined = True
+            self.wait_ready()
+
+    def restart(self) -> None:
+        """A rolling restart: each node killed and started again in turn, once the cluster
+        serves again. (With every node killed at once, the quorum queues took longer than
+        the suite's 15 s bounds to elect their leaders again on this machine.)"""
+        for index in range(len(self.nodes)):
+            self.kill(index)
+            self.start()
+
+    def unready(self) -> str | None:
+        for node in self.nodes:
+            if (reason := _answers(node.url, 1.0)) is not None:
+                return reason
+        return None
+
+    def index_of(self, name: str) -> int:
+        """The node of an Erlang node name (``polybus-…@localhost``)."""
+        return next(i for i, node in enumerate(self.nodes) if node.name == name)
+
+
+class RabbitMQClusterHarness(ClusterHarness):
+    """A test-owned three-node RabbitMQ cluster; polybus's durable queues are quorum queues,
+    replicated on every node."""
+
+    name = "rabbitmq-cluster"
+
+    binary = "rabbitmq-server"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sweeper: _Sweeper | None = None
+
+    client = CLIENT
+
+    def new_cluster(self) -> OwnedCluster:
+        return OwnedRabbitMQCluster()
+
+    def with_namespace(self, url: str, namespace: str) -> str:
+        return add_namespace(url, namespace)
+
+    def cleanup(self, namespace: str) -> None:
+        if self._sweeper is None:
+            first = self.cluster.nodes[0]
+            assert isinstance(first, OwnedNode)
+            self._sweeper = _Sweeper(first.url, first.name)
+        self._sweeper.add(namespace)
+
+    def shutdown(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.sweep()
+        super().shutdown()

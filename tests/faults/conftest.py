@@ -26,8 +26,8 @@ import pytest
 from polybus.testing.harness import BrokerHarness, load_harness, required
 from polybus.testing.plugin import skip_unless_available
 
-BROKERS = ("redis", "rabbitmq")
-SERVER_BINARY = {"redis": "redis-server", "rabbitmq": "rabbitmq-server"}
+BROKERS = ("redis", "rabbitmq", "nats")
+SERVER_BINARY = {"redis": "redis-server", "rabbitmq": "rabbitmq-server", "nats": "nats-server"}
 
 
 @dataclass

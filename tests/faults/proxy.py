@@ -33,8 +33,8 @@ class StallProxy:
         self._server: asyncio.Server | None = None
         self._flowing: asyncio.Event | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self._pipes: set[asyncio.Task[Any]] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     # -- controls, from any thread -------------------------------------------------------------
 
@@ -105,24 +105,35 @@ class StallProxy:
     async def _cut(self) -> None:
         for writer in list(self._writers):
             _abort(writer)
-        for pipe in list(self._pipes):  # a stalled pipe would not notice
-            pipe.cancel()
-        # every connection of before is gone on return
+        # A stalled pipe would not notice its socket closing, and a handler still connecting
+        # upstream has no pipes yet (it would start them, stalled, after this): end the
+        # handlers themselves, which end their pipes.
         handlers = list(self._handlers)
+        for handler in handlers:
+            handler.cancel()
+        # every connection of before is gone on return
         if handlers:
-            await asyncio.wait(handlers, timeout=CONTROL_TIMEOUT)
+            await asyncio.wait(handlers, timeout=CONTROL_TIMEOUT / 2)
 
     async def _stop(self) -> None:
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         await self._cut()
         if self._server is not None:
             await self._server.wait_closed()
+        # a connection accepted just before the close starts its handler a few steps later
+        for _ in range(10):
+            await asyncio.sleep(0)
+        await self._cut()
 
     async def _accept(
         self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter
     ) -> None:
         self.accepted += 1
+        if self._stopping:
+            _abort(client)
+            return
         handler = asyncio.current_task()
         assert handler is not None
         self._handlers.add(handler)
@@ -149,7 +160,6 @@ class StallProxy:
             asyncio.ensure_future(self._pipe(client_reader, broker)),
             asyncio.ensure_future(self._pipe(broker_reader, client)),
         ]
-        self._pipes.update(pipes)
         try:
             # one direction ending (EOF, reset, cut) ends the connection
             await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
@@ -157,7 +167,6 @@ class StallProxy:
             for pipe in pipes:
                 pipe.cancel()
             await asyncio.gather(*pipes, return_exceptions=True)
-            self._pipes.difference_update(pipes)
             for writer in (client, broker):
                 self._writers.discard(writer)
                 _abort(writer)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-import textwrap
 import time
 
 import pika
@@ -155,42 +153,3 @@ async def test_restart_mid_stream_loses_no_confirmed_message(rabbit, namespace):
         await asyncio.gather(consuming, return_exceptions=True)
         assert confirmed and set(confirmed) <= received
         assert max(received) > confirmed[0] + 10  # it kept flowing after the restart
-
-
-CONSUMER = textwrap.dedent(
-    """
-    import sys, time, polybus
-    bus = polybus.connect(sys.argv[1])
-    sub = bus.work_queue("held").consume(prefetch=5)
-    sub.start()
-    for _ in range(5):
-        sub.receive(timeout=10)   # never acked
-    print("holding", flush=True)
-    time.sleep(60)
-    """
-)
-
-
-async def test_killed_consumer_process_messages_go_to_another_consumer(url):
-    # Given a consumer process holding five unacked messages
-    async with polybus.aio.connect(url) as bus:
-        q = bus.work_queue("held")
-        await q.send_many(list(range(5)))
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CONSUMER, url, stdout=asyncio.subprocess.PIPE
-        )
-        try:
-            line = await asyncio.wait_for(process.stdout.readline(), 30)
-            assert line.strip() == b"holding"
-        finally:
-            # When it is killed (no ack, no goodbye)
-            process.kill()
-            await process.wait()
-        # Then another consumer gets all five again, marked redelivered and counted
-        async with q.consume(prefetch=5) as sub:
-            got = []
-            for _ in range(5):
-                msg = await sub.receive(timeout=15)
-                got.append((msg.body, msg.redelivered, msg.delivery_count))
-                await msg.ack()
-    assert sorted(got) == [(i, True, 2) for i in range(5)]

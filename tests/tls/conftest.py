@@ -2,10 +2,11 @@
 for the shared RabbitMQ (the servers themselves are in ``tls_servers``).
 
 Everything here belongs to the test session and is gone at its end: the certificates live in a
-temporary directory, each ``redis-server`` runs on a free port in its own directory (TLS only,
-``--save ""``, no AOF) and is stopped by its PID, and the RabbitMQ front is a thread in this
-process. The shared services on 6379 and 5672 are never touched but through the front, as a
-client, with queues in a random namespace that are deleted.
+temporary directory, each ``redis-server`` (TLS only, ``--save ""``, no AOF) and the
+``nats-server`` (TLS only) run on a free port in their own directory and are stopped by their
+PID, and the RabbitMQ front is a thread in this process. The shared services on 6379 and 5672
+are never touched but through the front, as a client, with queues in a random namespace that
+are deleted.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import os
 import shutil
 import ssl
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from tls_servers import Pki, TlsFront, TlsRedis, make_pki
+from tls_servers import PASSWORD, Pki, TlsFront, TlsRedis, make_pki
 
+from polybus.testing.nats_harness import OwnedNats
 from polybus.testing.plugin import skip_unless_available
 from polybus.testing.rabbitmq_harness import RabbitMQHarness
 
@@ -37,27 +38,27 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @contextlib.contextmanager
-def _tls_redis(pki: Pki, directory: Path, auth_clients: str) -> Iterator[TlsRedis]:
+def _tls_redis(pki: Pki, auth_clients: str) -> Iterator[TlsRedis]:
     _require("redis-server")
-    server = TlsRedis(pki, directory, auth_clients=auth_clients)
-    server.start()
+    server = TlsRedis(pki, auth_clients=auth_clients)
     try:
+        server.start()
         yield server
     finally:
-        server.stop()
+        server.remove()
 
 
 @pytest.fixture(scope="session")
-def tls_redis(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
+def tls_redis(pki: Pki) -> Iterator[TlsRedis]:
     """Redis over TLS; a client certificate is optional."""
-    with _tls_redis(pki, tmp_path_factory.mktemp("redis-tls"), "optional") as server:
+    with _tls_redis(pki, "optional") as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def mtls_redis(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
+def mtls_redis(pki: Pki) -> Iterator[TlsRedis]:
     """Redis over TLS that refuses a client without a certificate its CA signed."""
-    with _tls_redis(pki, tmp_path_factory.mktemp("redis-mtls"), "yes") as server:
+    with _tls_redis(pki, "yes") as server:
         yield server
 
 
@@ -91,3 +92,17 @@ def amqps_url(amqps_front: TlsFront, rabbit: RabbitMQHarness) -> Iterator[str]:
     namespace = f"tls{os.urandom(5).hex()}"
     yield f"amqps://guest:guest@127.0.0.1:{amqps_front.port}/?namespace={namespace}"
     rabbit.cleanup(namespace)
+
+
+@pytest.fixture(scope="session")
+def tls_nats(pki: Pki) -> Iterator[OwnedNats]:
+    """A test-owned nats-server with JetStream that speaks TLS only, with a password."""
+    _require("nats-server")
+    credentials = ("--user", "polybus", "--pass", PASSWORD)
+    certificate = ("--tls", "--tlscert", str(pki.server_cert), "--tlskey", str(pki.server_key))
+    server = OwnedNats(options=(*credentials, *certificate))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()

@@ -1,9 +1,9 @@
-"""TLS from the URL: ``rediss://`` and ``amqps://`` take the ``ssl_`` options, verify the server
-against the CA they name, present a client certificate when asked, and say in words — never
-with a raw ssl, redis or pika exception, never with the password — why a TLS connection
-failed.
+"""TLS from the URL: ``rediss://``, ``amqps://`` and ``tls://`` (NATS) take the ``ssl_``
+options, verify the server against the CA they name, present a client certificate when asked,
+and say in words — never with a raw ssl, redis, pika or nats-py exception, never with the
+password — why a TLS connection failed.
 
-Redis runs test-owned with ``--tls-port`` only; RabbitMQ is the shared broker behind a TLS
+Redis and NATS run test-owned, TLS only; RabbitMQ is the shared broker behind a TLS
 front (see ``conftest.py``). Every server's certificate is signed by a throwaway CA.
 """
 
@@ -165,6 +165,7 @@ def test_a_tls_file_that_does_not_exist_is_an_invalid_url_naming_the_option(
         f"redis://:{PASSWORD}@127.0.0.1:1/0?ssl_cert_reqs=none",
         f"amqp://guest:{PASSWORD}@127.0.0.1:1/?ssl_ca_certs=/ca.pem",
         f"amqp://guest:{PASSWORD}@127.0.0.1:1/?ssl_check_hostname=false",
+        f"nats://u:{PASSWORD}@127.0.0.1:1?ssl_ca_certs=/ca.pem",
     ],
 )
 def test_ssl_options_on_a_plain_url_are_refused(url):
@@ -173,7 +174,8 @@ def test_ssl_options_on_a_plain_url_are_refused(url):
     with pytest.raises(polybus.InvalidURL) as caught:
         polybus.connect(url)
     # Then the URL is refused, pointing at the scheme that would use it, password hidden
-    assert ("rediss://" if url.startswith("redis") else "amqps://") in str(caught.value)
+    wanted = {"redis": "rediss://", "amqp": "amqps://", "nats": "tls://"}[url.split(":", 1)[0]]
+    assert wanted in str(caught.value)
     assert PASSWORD not in str(caught.value)
 
 
@@ -202,3 +204,27 @@ def test_amqps_with_cert_reqs_none_connects_without_a_ca(amqps_url):
     with polybus.connect(f"{amqps_url}&ssl_cert_reqs=none") as bus:
         # When a message round-trips, Then it works
         _round_trip_work_queue(bus, "tls-unverified")
+
+
+# -- tls:// (NATS) --------------------------------------------------------------------------
+
+
+def _nats_url(server, query: str, scheme: str = "tls") -> str:
+    return f"{scheme}://polybus:{PASSWORD}@127.0.0.1:{server.port}?{query}"
+
+
+@pytest.mark.parametrize("scheme", ["tls", "nats+tls"])
+def test_nats_tls_with_the_servers_ca_round_trips_a_message(tls_nats, pki, scheme):
+    # Given a URL that trusts the CA which signed the server's certificate
+    with polybus.connect(_nats_url(tls_nats, f"ssl_ca_certs={pki.ca}", scheme)) as bus:
+        # When a message is sent, consumed and acked, Then it arrives intact
+        _round_trip_work_queue(bus, "tls-tasks")
+
+
+def test_nats_tls_with_the_wrong_ca_fails_fast_saying_why(tls_nats, pki):
+    # Given a URL that trusts a CA which did not sign the server's certificate
+    error = _connect_fails(_nats_url(tls_nats, f"ssl_ca_certs={pki.other_ca}&connect_timeout=2"))
+    # Then the error says the certificate did not verify, and where
+    message = str(error)
+    assert "certificate" in message and "verif" in message, message
+    assert f"127.0.0.1:{tls_nats.port}" in message, message

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import ssl
 import subprocess
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from polybus.testing.harness import free_port
+from polybus.testing.harness import OwnedServer
 
 PASSWORD = "s3cret-tls-pw"
 """Every test-owned server asks for it, so that every failure message can be checked for it."""
@@ -107,51 +105,36 @@ def make_pki(directory: Path) -> Pki:
 # -- Redis with TLS -----------------------------------------------------------------------
 
 
-class TlsRedis:
+class TlsRedis(OwnedServer):
     """A ``redis-server`` that speaks only TLS, owned by the test session."""
 
-    def __init__(self, pki: Pki, directory: Path, *, auth_clients: str) -> None:
+    def __init__(self, pki: Pki, *, auth_clients: str) -> None:
+        super().__init__("polybus-redis-tls-")
         self.pki = pki
-        self.dir = directory
         self.auth_clients = auth_clients
-        self.port = free_port()
-        self._process: subprocess.Popen[bytes] | None = None
 
     def url(self, query: str = "") -> str:
         """``rediss://`` with the password, and ``query`` (without its ``?``)."""
         base = f"rediss://:{PASSWORD}@127.0.0.1:{self.port}/0"
         return f"{base}?{query}" if query else base
 
-    def start(self) -> None:
-        log = self.dir / "server.log"
-        with open(log, "ab") as out:
-            self._process = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port", "0",
-                    "--tls-port", str(self.port),
-                    "--bind", "127.0.0.1",
-                    "--tls-cert-file", str(self.pki.server_cert),
-                    "--tls-key-file", str(self.pki.server_key),
-                    "--tls-ca-cert-file", str(self.pki.ca),
-                    "--tls-auth-clients", self.auth_clients,
-                    "--requirepass", PASSWORD,
-                    "--dir", str(self.dir),
-                    "--save", "",
-                    "--appendonly", "no",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT
-        while (reason := self._unanswered()) is not None:
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"TLS redis-server did not start: {reason}; see {log}")
-            time.sleep(0.05)
+    def command(self) -> list[str]:
+        return [
+            "redis-server",
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--tls-cert-file", str(self.pki.server_cert),
+            "--tls-key-file", str(self.pki.server_key),
+            "--tls-ca-cert-file", str(self.pki.ca),
+            "--tls-auth-clients", self.auth_clients,
+            "--requirepass", PASSWORD,
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "no",
+        ]  # fmt: skip
 
-    def _unanswered(self) -> str | None:
+    def unanswered(self) -> str | None:
         """None when the server answers PING over TLS (as a trusted client), else why not."""
         import redis
 
@@ -174,18 +157,6 @@ class TlsRedis:
         except (redis.RedisError, OSError) as exc:
             return repr(exc)
         return None
-
-    def stop(self) -> None:
-        """SIGTERM to this server's own PID (SIGKILL if it lingers)."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 # -- RabbitMQ behind a TLS front ----------------------------------------------------------

@@ -22,6 +22,10 @@ def suites_for(scheme: str, url: str, namespace: str) -> list[Suite]:
         from polybus.bench.baselines.pika_client import PikaSuite
 
         return [PikaSuite(url, namespace), AioPikaSuite(url, namespace), KombuSuite(url, namespace)]
+    if scheme in ("nats", "tls", "nats+tls"):
+        from polybus.bench.baselines.nats_client import NatsDurableRpcSuite, NatsSuite
+
+        return [NatsSuite(url, namespace), NatsDurableRpcSuite(url, namespace)]
     return []
 
 
@@ -35,6 +39,11 @@ def durability(scheme: str, url: str) -> str:
         return (
             "durable quorum queues, persistent messages (delivery_mode 2), publisher confirms; "
             "disk sync as the RabbitMQ node is configured"
+        )
+    if scheme in ("nats", "tls", "nats+tls"):
+        return (
+            "JetStream file storage (durable queues), acked publishes; disk sync as the server"
+            " is configured"
         )
     if scheme == "fakeredis":
         return "in-process fake Redis: nothing reaches a disk"

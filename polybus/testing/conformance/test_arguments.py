@@ -116,6 +116,17 @@ async def test_headers_larger_than_one_amqp_frame_are_refused_before_sending(con
     assert msg.body == "fits" and len(msg.headers["big"]) == MAX_HEADERS // 2
 
 
+async def test_the_largest_body_travels_with_the_largest_headers(connect):
+    bus = await connect()
+    q = bus.work_queue("largest")
+    body = b"b" * MAX_BODY
+    await q.send(body, headers={"big": "h\u00e9\n" * (MAX_HEADERS // 10)}, message_id="m" * 255)
+    async with q.consume() as sub:
+        msg = await sub.receive(timeout=BOUND)
+        await msg.ack()
+    assert msg.body == body and msg.headers["big"] == "h\u00e9\n" * (MAX_HEADERS // 10)
+
+
 async def test_reserved_header_names_are_refused(connect):
     bus = await connect()
     q = bus.work_queue("reserved")

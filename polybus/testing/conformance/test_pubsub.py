@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from polybus.testing.conformance._receive import (
     QUIET,
     assert_nothing_arrives,
@@ -121,3 +123,18 @@ async def test_pubsub_worker_receives_published_messages(connect):
         await logs.publish(f"m{i}")
     await asyncio.wait_for(done.wait(), 10)
     assert seen == ["m0", "m1", "m2"]
+
+
+@pytest.mark.requires("ttl")
+async def test_a_message_that_expires_before_its_subscriber_takes_it_is_not_delivered(connect):
+    bus = await connect()
+    news = bus.pubsub("perishable")
+    async with news.subscribe(prefetch=1, auto_ack=False) as sub:
+        await news.publish("first")
+        await news.publish("stale", ttl=0.1)
+        await news.publish("fresh")
+        first = await sub.receive(timeout=5)  # the one prefetch slot is taken
+        await asyncio.sleep(0.4)  # while "stale" waits, it expires
+        await first.ack()
+        assert await drain(sub, 1) == ["fresh"]
+        await assert_nothing_arrives(sub)

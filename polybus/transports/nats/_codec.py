@@ -11,7 +11,6 @@ delivered with its ``defect``.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from polybus.core.transport import Envelope
 
@@ -87,13 +86,3 @@ def decode(
     except Exception as exc:  # never stop a consumer over one message
         defect = f"the NATS message cannot be read as a polybus message ({exc!r})"
         return Envelope(payload), "", "", None, defect
-
-
-def with_deadline(deadline_ms: int | None, *more: int | None) -> int | None:
-    """The earliest of the deadlines that are set."""
-    set_ = [d for d in (deadline_ms, *more) if d is not None]
-    return min(set_) if set_ else None
-
-
-def properties_of(headers: dict[str, Any]) -> dict[str, Any]:
-    return headers

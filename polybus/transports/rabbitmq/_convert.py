@@ -6,7 +6,6 @@ from __future__ import annotations
 import calendar
 import re
 import socket
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,8 +27,9 @@ from polybus.core.errors import (
     SerializationError,
 )
 from polybus.core.headers import DEAD_AT, DEAD_QUEUE, DEAD_REASON
-from polybus.core.options import TLS, UrlOption, choice, seconds, tls_context
+from polybus.core.options import TLS, UrlOption, choice, count, seconds, tls_context
 from polybus.core.transport import Envelope, QueueOptions
+from polybus.core.unreachable import network_reason
 from polybus.core.url import BrokerURL
 
 # AMQP timestamps are whole seconds; the exact float travels in this header, beside them.
@@ -44,8 +44,9 @@ QUEUE_TYPES = ("quorum", "classic")
 class Settings:
     """What the URL configures beyond pika's connection parameters."""
 
-    parameters: pika.ConnectionParameters
+    nodes: tuple[pika.ConnectionParameters, ...]  # one per host of the URL, in its order
     queue_type: str
+    quorum_size: int | None
     connect_timeout: float
     reconnect_timeout: float
 
@@ -78,6 +79,13 @@ URL_OPTIONS = (
         "quorum",
         "the type of durable shared queues: quorum (default) or classic",
     ),
+    UrlOption(
+        "quorum_size",
+        count(1, 99),
+        None,
+        "the nodes of a cluster that keep a copy of each new quorum queue (default:"
+        " RabbitMQ's, every node)",
+    ),
     *TLS,
 )
 
@@ -91,31 +99,42 @@ def settings_from_url(url: BrokerURL) -> Settings:
     given = url.settings
     connect_timeout = given["connect_timeout"]
     secure = url.scheme == "amqps"
-    ssl_options = None
+    context = None
     if secure:
         try:
-            ssl_options = pika.SSLOptions(tls_context(given), url.host)
+            context = tls_context(given)
         except ConfigurationError as exc:
             raise InvalidURL(f"{url.redacted()!r}: {exc}") from exc
     elif any(name.startswith("ssl_") for name in url.options):
         raise InvalidURL(f"{url.redacted()!r}: ssl_ options need an amqps:// URL")
     vhost = url.path[1:] if len(url.path) > 1 else "/"
-    parameters = pika.ConnectionParameters(
-        host=url.host or "localhost",
-        port=url.port or (5671 if secure else 5672),
-        virtual_host=vhost,
-        credentials=pika.PlainCredentials(url.username or "guest", url.password or "guest"),
-        heartbeat=given["heartbeat"],
-        connection_attempts=1,
-        socket_timeout=connect_timeout,
-        stack_timeout=connect_timeout,
-        blocked_connection_timeout=given["reconnect_timeout"],
-        ssl_options=ssl_options,
+    nodes = tuple(
+        pika.ConnectionParameters(
+            host=host,
+            port=port or (5671 if secure else 5672),
+            virtual_host=vhost,
+            credentials=pika.PlainCredentials(url.username or "guest", url.password or "guest"),
+            heartbeat=given["heartbeat"],
+            connection_attempts=1,
+            socket_timeout=connect_timeout,
+            stack_timeout=connect_timeout,
+            blocked_connection_timeout=given["reconnect_timeout"],
+            ssl_options=pika.SSLOptions(context, host) if secure else None,
+        )
+        for host, port in url.hosts or (("localhost", None),)
     )
-    return Settings(parameters, given["queue_type"], connect_timeout, given["reconnect_timeout"])
+    return Settings(
+        nodes,
+        given["queue_type"],
+        given["quorum_size"],
+        connect_timeout,
+        given["reconnect_timeout"],
+    )
 
 
-def queue_arguments(options: QueueOptions, queue_type: str) -> dict[str, Any]:
+def queue_arguments(
+    options: QueueOptions, queue_type: str, quorum_size: int | None = None
+) -> dict[str, Any]:
     """The ``x-`` arguments a queue is declared with.
 
     Durable, shared queues without priorities are quorum queues (unless the URL asks for
@@ -131,6 +150,8 @@ def queue_arguments(options: QueueOptions, queue_type: str) -> dict[str, Any]:
         and options.max_priority is None
     ):
         arguments["x-queue-type"] = "quorum"
+        if quorum_size is not None:
+            arguments["x-quorum-initial-group-size"] = quorum_size
     if options.dead_letter is not None:
         arguments["x-dead-letter-exchange"] = ""
         arguments["x-dead-letter-routing-key"] = options.dead_letter
@@ -324,22 +345,16 @@ def _inequivalent(text: str) -> DeclarationConflict | None:
 
 
 def why_not_connected(exc: BaseException, where: str, vhost: str) -> str:
-    """What a failed connection to ``where`` (host:port) means, in words: refused, unknown
-    host, a certificate that did not verify, a refused login, a missing virtual host,
-    silence. pika wraps the cause in workflow exceptions; they are unwrapped here."""
+    """What a failed connection to ``where`` (host:port) means, in words: a refused login, a
+    missing virtual host, then what the network says (``core/unreachable``), silence. pika
+    wraps the cause in workflow exceptions; they are unwrapped here."""
     causes = _causes(exc)
-    if any(isinstance(c, ssl.SSLCertVerificationError) for c in causes):
-        return f"the TLS certificate of {where} could not be verified ({_last(causes)})"
-    if any(isinstance(c, ssl.SSLError) for c in causes):
-        return f"the TLS handshake with {where} failed ({_last(causes)})"
     if any(isinstance(c, pika.exceptions.ProbableAuthenticationError) for c in causes):
         return f"{where} refused the user name or password"
     if any(isinstance(c, pika.exceptions.ProbableAccessDeniedError) for c in causes):
         return f"{where} has no virtual host {vhost!r} this user may use"
-    if any(isinstance(c, ConnectionRefusedError) for c in causes):
-        return f"nothing accepts connections at {where} (connection refused)"
-    if any(isinstance(c, socket.gaierror) for c in causes):
-        return f"the host of {where} is unknown"
+    if (reason := network_reason(causes, where)) is not None:
+        return reason
     if any(isinstance(c, (TimeoutError, socket.timeout)) for c in causes):
         return f"{where} did not answer in time"
     return f"{where}: {_last(causes)}"

@@ -17,10 +17,12 @@ import contextlib
 import itertools
 import logging
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
+import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from polybus.core.errors import Closed, ConnectionFailed, PolybusError, PublishFailed
@@ -61,10 +63,19 @@ MAX_BACKOFF = 2.0
 REFUSALS = 2  # connections the broker may close with an error over one publish before it fails
 
 
+CONFIRM_SHARE = 0.9
+"""Of ``operation_timeout``, how long a publish waits for its confirm before the transport
+gives up on its channel (the rest of the bound is the core's, which then raises)."""
+
+
 class RabbitMQTransport(Transport):
     """RabbitMQ's own queues, exchanges and bindings; confirms pipelined; recovery built in."""
 
     url_options = URL_OPTIONS
+
+    @classmethod
+    def takes_several_hosts(cls, url: BrokerURL) -> bool:
+        return True  # the nodes of a cluster, tried in turn
 
     @classmethod
     def capabilities_for(cls, url: BrokerURL) -> Capabilities:
@@ -93,6 +104,9 @@ class RabbitMQTransport(Transport):
         super().__init__(url)
         self.settings = settings_from_url(self.url)
         self._state: State = "new"
+        # the node (of settings.nodes) to try first: connections spread over a cluster
+        self._node = random.randrange(len(self.settings.nodes))
+        self._confirm_wait = self.url.settings["operation_timeout"] * CONFIRM_SHARE
         self._connection: AsyncioConnection | None = None
         self._ready = asyncio.Event()
         self._closed_waiter: asyncio.Future[None] | None = None
@@ -119,26 +133,51 @@ class RabbitMQTransport(Transport):
         self._ready.set()
 
     async def _open(self) -> None:
+        """Connect to the first node that answers, from the one after the last connected to
+        (a cluster's nodes in turn: after a loss, the others first).
+
+        :raises ConnectionFailed: no node answered, saying why for each.
+        """
+        nodes = self.settings.nodes
+        failures = []
+        for turn in range(len(nodes)):
+            index = (self._node + turn) % len(nodes)
+            try:
+                self._connection = await self._open_node(nodes[index])
+            except ConnectionFailed as exc:
+                failures.append(str(exc))
+                continue
+            self._node = (index + 1) % len(nodes)
+            self._idle = []
+            self._publisher = None
+            self._unconfirmed = None
+            return
+        if len(failures) == 1:
+            raise ConnectionFailed(failures[0])
+        raise ConnectionFailed(
+            f"no node of RabbitMQ at {self.url.redacted()} answered: {'; '.join(failures)}"
+        )
+
+    async def _open_node(self, node: pika.ConnectionParameters) -> AsyncioConnection:
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[AsyncioConnection] = loop.create_future()
-        where = self.url.redacted()
+        host = f"{node.host}:{node.port}"
+        where = self.url.redacted() if len(self.settings.nodes) == 1 else host
 
         def on_open(connection: AsyncioConnection) -> None:
             if not opened.done():
                 opened.set_result(connection)
 
-        host = f"{self.settings.parameters.host}:{self.settings.parameters.port}"
-
         def on_open_error(_connection: AsyncioConnection, exc: BaseException) -> None:
             if not opened.done():
-                why = why_not_connected(exc, host, self.settings.parameters.virtual_host)
+                why = why_not_connected(exc, host, node.virtual_host)
                 opened.set_exception(
                     ConnectionFailed(f"cannot connect to RabbitMQ at {where}: {why}")
                 )
 
         try:
             connection = CoalescingConnection(
-                self.settings.parameters,
+                node,
                 on_open,
                 on_open_error,
                 self._on_connection_closed,
@@ -147,17 +186,13 @@ class RabbitMQTransport(Transport):
         except Exception as exc:
             raise ConnectionFailed(f"cannot connect to RabbitMQ at {where}: {exc!r}") from exc
         try:
-            await asyncio.wait_for(opened, self.settings.connect_timeout + 1)
+            return await asyncio.wait_for(opened, self.settings.connect_timeout + 1)
         except asyncio.TimeoutError:
             with contextlib.suppress(Exception):  # pika refuses to close what never opened
                 connection.close()
             raise ConnectionFailed(
                 f"RabbitMQ at {where} did not answer within {self.settings.connect_timeout}s"
             ) from None
-        self._connection = connection
-        self._idle = []
-        self._publisher = None
-        self._unconfirmed = None
 
     def _on_connection_closed(self, connection: AsyncioConnection, reason: BaseException) -> None:
         if connection is not self._connection:
@@ -360,7 +395,7 @@ class RabbitMQTransport(Transport):
         self._topology.queue_declared(name, options)
 
     async def _declare_queue(self, name: str, options: QueueOptions, wait: bool = False) -> None:
-        arguments = queue_arguments(options, self.settings.queue_type)
+        arguments = queue_arguments(options, self.settings.queue_type, self.settings.quorum_size)
         await self._on_channel(
             f"declaring queue {name!r}",
             lambda ch: ch.call(
@@ -445,7 +480,7 @@ class RabbitMQTransport(Transport):
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         item = Pending(exchange, key, envelope.body, to_properties(envelope), mandatory, future)
         publisher.send(item)
-        await future
+        await self._confirmed(publisher, [future])
 
     async def publish_unconfirmed(self, exchange: str, key: str, envelope: Envelope) -> None:
         """On a channel without confirms: no ack frame to wait for and read."""
@@ -471,7 +506,31 @@ class RabbitMQTransport(Transport):
                 Pending(exchange, key, envelope.body, to_properties(envelope), mandatory, future)
             )
             futures.append(future)
-        await asyncio.gather(*futures)
+        await self._confirmed(publisher, futures)
+
+    async def _confirmed(self, publisher: Publisher, futures: list[asyncio.Future[None]]) -> None:
+        """Wait for the broker's confirms, a little less than ``operation_timeout``.
+
+        A channel that published to a quorum queue while its leader was being elected (a
+        cluster node just lost) may never confirm anything again (seen on RabbitMQ 3.10):
+        past the wait, the channel is replaced, so that the caller's next try goes through.
+        """
+        _done, waiting = await asyncio.wait(futures, timeout=self._confirm_wait)
+        if waiting:
+            for future in waiting:
+                future.cancel()  # whatever the old channel says of them now goes unheard
+            if publisher is self._publisher:
+                self._publisher = None
+                publisher.close()
+            raise PublishFailed(
+                f"RabbitMQ at {self.url.redacted()} did not confirm {len(waiting)} message(s)"
+                f" within {self._confirm_wait:g}s; the outcome is unknown: they may or may not"
+                " have been stored (the publishing channel was replaced)"
+            )
+        refusals = [future.exception() for future in futures]  # each read, none left unheard
+        first = next((refusal for refusal in refusals if refusal is not None), None)
+        if first is not None:
+            raise first  # the first refusal (nack, unroutable), in publishing order
 
     async def consume(
         self, queue: str, deliver: DeliverCallback, *, prefetch: int, auto_ack: bool = False

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
-import ssl
 
 from redis import exceptions as redis_errors
 
 from polybus.core.conflicts import exchange_conflict, queue_conflict
 from polybus.core.errors import DeclarationConflict, NotFound, PolybusError, Unroutable
+from polybus.core.unreachable import network_reason
 
 ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, OSError)
 """What redis-py raises when a command fails or the connection is lost."""
@@ -46,26 +45,18 @@ def _conflict(detail: str) -> DeclarationConflict:
 
 
 def why_not_connected(exc: BaseException, where: str, db: int) -> str:
-    """What a failed connection to ``where`` (host:port) means, in words: refused, unknown
-    host, a certificate that did not verify, a refused login, a missing database, silence."""
+    """What a failed connection to ``where`` (host:port) means, in words: a refused login, a
+    missing database, then what the network says (``core/unreachable``), silence."""
     text = str(exc)
-    causes = [exc, exc.__cause__, exc.__context__]
-    if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in causes) or (
-        "CERTIFICATE_VERIFY_FAILED" in text
-    ):
-        return f"the TLS certificate of {where} could not be verified ({text})"
-    if any(isinstance(cause, ssl.SSLError) for cause in causes):
-        return f"the TLS handshake with {where} failed ({text})"
     if isinstance(exc, redis_errors.AuthenticationError) or any(
         refusal in text for refusal in ("WRONGPASS", "NOAUTH", "invalid username-password")
     ):
         return f"{where} refused the user name or password ({text})"
     if "DB index is out of range" in text or "invalid DB index" in text:
         return f"{where} has no database {db} ({text})"
-    if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
-        return f"nothing accepts connections at {where} (connection refused)"
-    if any(isinstance(cause, socket.gaierror) for cause in causes):
-        return f"the host of {where} is unknown ({text})"
+    causes = [c for c in (exc, exc.__cause__, exc.__context__) if c is not None]
+    if (reason := network_reason(causes, where)) is not None:
+        return reason
     if isinstance(exc, (redis_errors.TimeoutError, TimeoutError)):
         return f"{where} did not answer in time ({text})"
     return f"{where}: {text or type(exc).__name__}"

@@ -27,7 +27,7 @@ from polybus.core.transport import Envelope
 from polybus.transports.redis._codec import PublishFields, publish_fields
 from polybus.transports.redis._errors import ERRORS, translate
 from polybus.transports.redis._session import Session
-from polybus.transports.redis._wire import bulk_strings
+from polybus.transports.redis._wire import ServedElsewhere, bulk_strings
 
 BATCH = 200  # messages per script call, and per write of XADDs
 
@@ -172,6 +172,7 @@ class Publisher:
 
     async def _round(self, batches: list[Outgoing]) -> None:
         where = f"Redis at {self.session.where} (publish)"
+        wait = self.session.replicas.command()
         sent: list[tuple[Outgoing, bool, asyncio.Future[list[Any]]]] = []
         for batch in batches:
             streams = self._direct_streams(batch)
@@ -179,8 +180,11 @@ class Publisher:
                 commands = [self._script_call(batch)]
             else:
                 commands = _xadds(batch.key, streams, batch.messages)
+            if wait is not None:
+                commands.append(wait)
             try:
-                sent.append((batch, streams is not None, await self.link.send(commands)))
+                replies = await self.link.send(commands, timeout=self._wait_time)
+                sent.append((batch, streams is not None, replies))
             except ERRORS as exc:
                 batch.settle(translate(exc, PublishFailed, where))
         again: list[Outgoing] = []
@@ -188,8 +192,15 @@ class Publisher:
         for batch, direct, replies in sent:
             try:
                 results = await replies
+            except ServedElsewhere:  # refused there: publish where the queues are now
+                again.append(batch)
+                reload = True
+                continue
             except ERRORS as exc:
                 batch.settle(translate(exc, PublishFailed, f"{where}: the outcome is unknown"))
+                continue
+            if wait is not None and (short := self._unreplicated(results.pop())) is not None:
+                batch.settle(short)
                 continue
             follow_up = self._outcome(batch, direct, results, where)
             if follow_up is not None:
@@ -221,17 +232,38 @@ class Publisher:
 
     async def _through_script(self, batches: list[Outgoing], where: str, reload: bool) -> None:
         """Publish with the script, loading the scripts first if Redis lost them (a restart)."""
+        wait = self.session.replicas.command()
+        calls = [self._script_call(b) for b in batches] + ([wait] if wait is not None else [])
         try:
             if reload:
                 await self.link.call(*self.session.scripts.load_commands())
-            results = await self.link.call(*(self._script_call(b) for b in batches))
+            results = await self.link.call(*calls, timeout=self._wait_time)
         except ERRORS as exc:
             error = translate(exc, PublishFailed, f"{where}: the outcome is unknown")
             for batch in batches:
                 batch.settle(error)
             return
+        short = None if wait is None else self._unreplicated(results.pop())
         for batch, result in zip(batches, results, strict=True):
-            batch.settle(_error_of(result, where))
+            batch.settle(_error_of(result, where) or short)
+
+    @property
+    def _wait_time(self) -> float:
+        """What a ``WAIT`` adds to the link's own bound on a reply."""
+        replicas = self.session.replicas
+        return replicas.timeout if replicas.count else 0.0
+
+    def _unreplicated(self, acknowledged: Any) -> PublishFailed | None:
+        """The failure of a batch that fewer replicas than asked acknowledged (``WAIT``'s
+        reply), or None."""
+        wanted = self.session.replicas
+        if isinstance(acknowledged, int) and acknowledged >= wanted.count:
+            return None
+        return PublishFailed(
+            f"Redis at {self.session.where} stored the message, but {acknowledged!r} of the"
+            f" {wanted.count} replicas asked for (wait_replicas) had it within"
+            f" {wanted.timeout:g}s: a failover now could lose it; the outcome is unknown"
+        )
 
     def _direct_streams(self, batch: Outgoing) -> list[str] | None:
         """The stream of each message when the batch can skip the script, else None."""

@@ -8,7 +8,22 @@ from typing import Any
 
 from polybus.core.transport import QueueOptions
 from polybus.transports.redis._scripts import Scripts
-from polybus.transports.redis._wire import Link
+from polybus.transports.redis._wire import Link, command
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """How many replicas must have a published message before its send returns (``WAIT``),
+    and for how long a send waits for them."""
+
+    count: int
+    timeout: float
+
+    def command(self) -> bytes | None:
+        """The ``WAIT`` to send after a batch, or None when nothing is waited for."""
+        if not self.count:
+            return None
+        return command("WAIT", self.count, round(self.timeout * 1000))
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,7 @@ class Session:
     """Ack (``XACK`` + ``XDEL``) an entry with the next round of acks."""
     declared: Callable[[str], QueueOptions | None]
     """The options this transport declared a queue with, if it did."""
+    replicas: Replicas
 
     def stream_key(self, queue: str, level: int) -> str:
         return f"{self.scripts.prefix}s:{queue}:{level}"

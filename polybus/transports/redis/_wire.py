@@ -52,6 +52,24 @@ def error_reply(message: str) -> redis_errors.ResponseError:
     return redis_errors.ResponseError(message)
 
 
+ELSEWHERE = ("MOVED ", "ASK ", "CLUSTERDOWN ", "READONLY ")
+"""Error replies that mean this server no longer serves these keys (a failover, a resharding)."""
+
+
+class ServedElsewhere(redis_errors.ConnectionError):
+    """The server refused a command because another one serves its keys now: the connection
+    is dropped, and what it refused did not run there (send it again, to where they are)."""
+
+
+def served_elsewhere(reply: Any) -> bool:
+    """Whether the reply says the keys are served by another server now: what a cluster's
+    node answers after a failover, or a script that touched a key of a slot it lost."""
+    if not isinstance(reply, redis_errors.ResponseError):
+        return False
+    message = str(reply)
+    return message.startswith(ELSEWHERE) or "non local key" in message
+
+
 Replies = asyncio.Future[list[Any]]
 
 
@@ -171,6 +189,9 @@ class SocketWire(Wire, asyncio.BufferedProtocol):
         parser.feed(self._buffer, 0, nbytes)  # type: ignore[arg-type]  # any buffer; it copies
         waiting = self._waiting
         while (reply := parser.gets()) is not False:
+            if served_elsewhere(reply):  # the next command finds where, on a new connection
+                self.close(ServedElsewhere(f"the keys are served elsewhere now: {reply}"))
+                return
             waiting.reply(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -224,8 +245,12 @@ class Link:
 
     async def call(self, *commands: bytes, timeout: float = 0.0) -> list[Any]:
         """Send the commands and return their replies (an error reply as a ``ResponseError``
-        instance, not raised); ``timeout`` adds to the link's own (for blocking commands)."""
-        return await (await self.send(commands, timeout=timeout))
+        instance, not raised); ``timeout`` adds to the link's own (for blocking commands).
+        Refused because another server serves the keys now, they go once more, to it."""
+        try:
+            return await (await self.send(commands, timeout=timeout))
+        except ServedElsewhere:
+            return await (await self.send(commands, timeout=timeout))
 
     async def send(self, commands: Sequence[bytes], *, timeout: float = 0.0) -> Replies:
         """Write the commands now; the future gets their replies. Redis runs the commands of

@@ -1,4 +1,5 @@
-"""``redis://`` / ``rediss://`` and ``fakeredis://`` (server-less).
+"""``redis://`` / ``rediss://``, ``redis+sentinel://``, ``redis+cluster://`` and
+``fakeredis://`` (server-less).
 
 Queues are streams with one consumer group; exchanges, bindings and declarations are keys beside
 them, changed only by the Lua scripts of ``lua/`` (layout and guarantees: ``docs/redis.md``).
@@ -44,7 +45,7 @@ from polybus.core.errors import (
     NotFound,
     PolybusError,
 )
-from polybus.core.options import TLS, UrlOption, seconds, text, tls_context
+from polybus.core.options import TLS, UrlOption, count, seconds, text, tls_context
 from polybus.core.tasks import finished
 from polybus.core.transport import (
     Capabilities,
@@ -57,16 +58,21 @@ from polybus.core.transport import (
 )
 from polybus.core.url import BrokerURL
 from polybus.transports.kit import Topology
+from polybus.transports.redis._cluster import CLUSTER_PORT, ClusterNodes, hash_tagged
 from polybus.transports.redis._consumer import Consumer
 from polybus.transports.redis._errors import ERRORS, translate, why_not_connected
 from polybus.transports.redis._fake import FakeWire
 from polybus.transports.redis._heartbeat import Beat, HeartbeatThread, beat
 from polybus.transports.redis._publisher import Publisher
 from polybus.transports.redis._scripts import Scripts
-from polybus.transports.redis._session import Session
+from polybus.transports.redis._sentinel import SENTINEL_PORT, Sentinels
+from polybus.transports.redis._session import Replicas, Session
 from polybus.transports.redis._wire import Endpoint, Link, SocketWire, Wire, bulk_strings, command
 
 log = logging.getLogger("polybus.redis")
+
+SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
 
 SOCKET_TIMEOUT = 10.0  # seconds without a reply, beyond connect_timeout, before a link breaks
 
@@ -80,6 +86,19 @@ URL_OPTIONS = (
     ),
     UrlOption("connect_timeout", seconds(), 2.0, "seconds to connect (default 2)"),
     UrlOption("prefix", text, "polybus", "the first part of every key (default polybus)"),
+    UrlOption(
+        "wait_replicas",
+        count(0, 99),
+        0,
+        "replicas that must have a published message (Redis's WAIT) before its send returns:"
+        " what a failover keeps (default 0: the master's word alone)",
+    ),
+    UrlOption(
+        "wait_timeout",
+        seconds(),
+        1.0,
+        "seconds a send waits for those replicas; fewer in time is PublishFailed (default 1)",
+    ),
     *TLS,
 )
 
@@ -91,26 +110,49 @@ class Settings:
     prefix: str
     heartbeat: float
     connect_timeout: float
+    wait_replicas: int
+    wait_timeout: float
 
 
 def settings_from_url(url: BrokerURL) -> Settings:
     given = url.settings
     base = given["prefix"]
     prefix = f"{base}:{url.namespace}:" if url.namespace else f"{base}:"
-    return Settings(prefix, given["heartbeat"], given["connect_timeout"])
+    if url.scheme == CLUSTER_SCHEME:
+        prefix = hash_tagged(prefix)  # one slot: see _cluster
+    return Settings(
+        prefix,
+        given["heartbeat"],
+        given["connect_timeout"],
+        given["wait_replicas"],
+        given["wait_timeout"],
+    )
 
 
-def endpoint_of(url: BrokerURL, settings: Settings) -> Endpoint:
-    """Where a ``redis://`` / ``rediss://`` URL points (its path is the database number).
+def endpoint_of(url: BrokerURL, settings: Settings) -> Endpoint | Sentinels | ClusterNodes:
+    """Where a ``redis://`` / ``rediss://`` URL points (its path is the database number), the
+    sentinels of a ``redis+sentinel://`` URL (its path is the master's name, then the database
+    number), or the nodes of a ``redis+cluster://`` URL (database 0 only).
 
     :raises InvalidURL: the path is not a database number, or TLS options on ``redis://``.
     """
+    path = url.path.strip("/")
+    master = ""
+    if url.scheme == SENTINEL_SCHEME:
+        master, _, path = path.partition("/")
+        if not master:
+            raise InvalidURL(
+                f"{url.redacted()!r}: name the master the sentinels watch:"
+                " redis+sentinel://host:26379,host2:26379/<master name>[/db]"
+            )
     try:
-        db = int(url.path.strip("/") or "0")
+        db = int(path or "0")
         if db < 0:
             raise ValueError(db)
     except ValueError:
         raise InvalidURL(f"{url.redacted()!r}: the path must be a database number") from None
+    if db and url.scheme == CLUSTER_SCHEME:
+        raise InvalidURL(f"{url.redacted()!r}: a Redis Cluster has database 0 only")
     tls = None
     if url.scheme == "rediss":
         try:
@@ -119,7 +161,7 @@ def endpoint_of(url: BrokerURL, settings: Settings) -> Endpoint:
             raise InvalidURL(f"{url.redacted()!r}: {exc}") from exc
     elif any(name.startswith("ssl_") for name in url.options):
         raise InvalidURL(f"{url.redacted()!r}: ssl_ options need a rediss:// URL")
-    return Endpoint(
+    endpoint = Endpoint(
         url.host or "localhost",
         url.port or 6379,
         db,
@@ -128,6 +170,13 @@ def endpoint_of(url: BrokerURL, settings: Settings) -> Endpoint:
         tls,
         settings.connect_timeout,
     )
+    if url.scheme == CLUSTER_SCHEME:
+        nodes = tuple((host, port or CLUSTER_PORT) for host, port in url.hosts)
+        return ClusterNodes(nodes or (("localhost", CLUSTER_PORT),), settings.prefix, endpoint)
+    if url.scheme != SENTINEL_SCHEME:
+        return endpoint
+    addresses = tuple((host, port or SENTINEL_PORT) for host, port in url.hosts)
+    return Sentinels(addresses or (("localhost", SENTINEL_PORT),), master, endpoint)
 
 
 CAPABILITIES = Capabilities(
@@ -159,6 +208,14 @@ class RedisTransport(Transport):
     """Streams for queues, Lua for routing, a heartbeat for liveness."""
 
     url_options = URL_OPTIONS
+    one_host_hint = (
+        " (Redis behind Sentinel: redis+sentinel://s1:26379,s2:26379/<master name>;"
+        " a Redis Cluster: redis+cluster://n1:6379,n2:6379)"
+    )
+
+    @classmethod
+    def takes_several_hosts(cls, url: BrokerURL) -> bool:
+        return url.scheme in (SENTINEL_SCHEME, CLUSTER_SCHEME)  # its sentinels, its nodes
 
     @classmethod
     def capabilities_for(cls, url: BrokerURL) -> Capabilities:
@@ -182,6 +239,7 @@ class RedisTransport(Transport):
             server_time_ms=self._server_time_ms,
             queue_ack=self._queue_ack,
             declared=self._topology.queues.get,
+            replicas=Replicas(self.settings.wait_replicas, self.settings.wait_timeout),
         )
         self._control: Link | None = None
         self._publisher: Publisher | None = None
@@ -202,7 +260,9 @@ class RedisTransport(Transport):
     async def _open_wire(self) -> Wire:
         if self._endpoint is None:
             return await FakeWire.open(self.url.name)
-        return await SocketWire.open(self._endpoint)
+        if isinstance(self._endpoint, Endpoint):
+            return await SocketWire.open(self._endpoint)
+        return await self._endpoint.open_master()  # asked of the sentinels or the cluster
 
     def _new_link(self) -> Link:
         """A connection of its own for pipelined commands (see ``_wire``)."""
@@ -250,8 +310,10 @@ class RedisTransport(Transport):
         except ERRORS as exc:
             await self._drop_links()
             endpoint = self._endpoint
-            where = f"{endpoint.host}:{endpoint.port}" if endpoint else self._where
-            why = why_not_connected(exc, where, endpoint.db if endpoint else 0)
+            if isinstance(endpoint, Endpoint):
+                why = why_not_connected(exc, f"{endpoint.host}:{endpoint.port}", endpoint.db)
+            else:  # the sentinels or the cluster's nodes said why, or fakeredis
+                why = why_not_connected(exc, self._where, 0)
             raise ConnectionFailed(f"cannot connect to Redis at {self._where}: {why}") from exc
         self._heartbeat = HeartbeatThread(
             self._open_wire,

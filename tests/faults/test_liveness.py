@@ -1,5 +1,6 @@
 """Redelivery by liveness, with real processes: a killed consumer's messages come back, counted;
-a slow but alive one keeps its message however long it takes."""
+a slow but alive one keeps its message however long it takes, even with its event loop blocked.
+On every broker with a test-owned server (``heartbeat=2`` where the broker has one)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import polybus.aio
 from polybus import ReceiveTimeout
 
-SCRIPT = Path(__file__).with_name("consumer_process.py")
+SCRIPT = Path(__file__).parents[1] / "consumer_process.py"
 
 
 class Child:
@@ -46,12 +47,12 @@ class Child:
             self.process.stdout.close()
 
 
-async def test_messages_held_by_a_killed_process_are_redelivered_with_their_count(redis_url):
+async def test_messages_held_by_a_killed_process_are_redelivered_with_their_count(broker):
     # Given a consumer process that took three messages and will never ack them
-    async with polybus.aio.connect(redis_url) as bus:
+    async with polybus.aio.connect(broker.url) as bus:
         q = bus.work_queue("jobs")
         await q.declare()
-        child = Child(redis_url, "jobs", 3, -1)
+        child = Child(broker.url, "jobs", 3, -1)
         try:
             assert await child.line() == "ready"
             await q.send_many(["a", "b", "c", "d"])
@@ -72,12 +73,12 @@ async def test_messages_held_by_a_killed_process_are_redelivered_with_their_coun
         assert await q.size() == 0
 
 
-async def test_a_slow_consumer_process_is_never_duplicated(redis_url):
+async def test_a_slow_consumer_process_is_never_duplicated(broker):
     # Given a consumer process that holds its message for three heartbeat timeouts (2 s each)
-    async with polybus.aio.connect(redis_url) as bus:
+    async with polybus.aio.connect(broker.url) as bus:
         q = bus.work_queue("slow")
         await q.declare()
-        child = Child(redis_url, "slow", 1, 6.0)
+        child = Child(broker.url, "slow", 1, 6.0)
         try:
             assert await child.line() == "ready"
             await q.send("long job")
@@ -97,12 +98,12 @@ async def test_a_slow_consumer_process_is_never_duplicated(redis_url):
         assert await q.size() == 0
 
 
-async def test_a_consumer_whose_event_loop_is_blocked_is_not_taken_for_dead(redis_url):
+async def test_a_consumer_whose_event_loop_is_blocked_is_not_taken_for_dead(broker):
     # Given a consumer whose handler blocks its event loop for three heartbeat timeouts
-    async with polybus.aio.connect(redis_url) as bus:
+    async with polybus.aio.connect(broker.url) as bus:
         q = bus.work_queue("blocked")
         await q.declare()
-        child = Child(redis_url, "blocked", 1, "block:6")
+        child = Child(broker.url, "blocked", 1, "block:6")
         try:
             assert await child.line() == "ready"
             await q.send("cpu-bound job")
@@ -118,3 +119,4 @@ async def test_a_consumer_whose_event_loop_is_blocked_is_not_taken_for_dead(redi
         finally:
             child.stop()
         assert await q.size() == 0
+
