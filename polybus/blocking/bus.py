@@ -83,17 +83,22 @@ class Bus(Blocking[AsyncBus]):
         without a traceback (handlers still running are left to finish on their threads)."""
         previous: dict[signal.Signals, Any] = {}
         in_main = threading.current_thread() is threading.main_thread()
+        signalled = False
 
         def stop(signum: int, frame: FrameType | None) -> None:
-            if self._stopped.is_set():
+            # takes no lock: the handler runs on the main thread between two of its bytecodes,
+            # perhaps while that thread holds the very lock (``Event.set`` here deadlocked a
+            # ``wait`` that had its condition's lock)
+            nonlocal signalled
+            if signalled or self._stopped.is_set():
                 raise _StopNow
-            self._stopped.set()
+            signalled = True
 
         if in_main:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 previous[signum] = signal.signal(signum, stop)
         try:
-            while not self._stopped.wait(0.2):
+            while not signalled and not self._stopped.wait(0.2):
                 pass
             self.close()
         except _StopNow:
