@@ -28,7 +28,7 @@ from polybus.core.exchange import TRANSIENT
 from polybus.core.limits import MAX_TTL, MIN_TTL
 from polybus.core.subscription import ConsumeSpec, QueueConsumer
 from polybus.core.transport import Delivery, Envelope, QueueOptions
-from polybus.core.worker import HandlerRunner, Worker
+from polybus.core.worker import HandlerRunner, HandlerUnavailable, Worker
 
 if TYPE_CHECKING:
     from polybus.core.bus import AsyncBus, SendOptions
@@ -166,6 +166,8 @@ class Rpc:
             try:
                 result = await runner.call(decode_body(request.body, request.content_type))
                 reply = bus._envelope(result, _REPLY) if request.reply_to else None
+            except HandlerUnavailable:
+                raise
             except Exception as exc:
                 reply = _error_reply(exc) if request.reply_to else None
             if reply is not None and request.reply_to:

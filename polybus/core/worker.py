@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from polybus.core.deadletters import UNDECODABLE, Outcome, dead_letter
-from polybus.core.errors import PolybusError, SerializationError
+from polybus.core.errors import Closed, PolybusError, SerializationError
 from polybus.core.inbox import Inbox
 from polybus.core.subscription import ConsumeSpec, QueueConsumer
 from polybus.core.transport import Delivery
@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("polybus")
 
 Process = Callable[[Delivery], Awaitable[Outcome]]
+
+
+class HandlerUnavailable(Closed):
+    """The handler could not be called (its threads are gone: the program is exiting without
+    closing the bus). Nothing was handled, so the message is neither retried nor
+    dead-lettered: it stays unacked, for the broker to deliver again."""
 
 
 class HandlerRunner:
@@ -47,7 +53,11 @@ class HandlerRunner:
             self.call = self._in_thread
 
     async def _in_thread(self, argument: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.handler, argument)
+        try:
+            running = asyncio.get_running_loop().run_in_executor(self._pool, self.handler, argument)
+        except RuntimeError as exc:  # no new threads: the pool or the interpreter shut down
+            raise HandlerUnavailable(f"the handler could not be run: {exc}") from None
+        return await running
 
     def shutdown(self) -> None:
         if self._pool is not None:
@@ -168,6 +178,8 @@ async def start_handler_worker(
             return await dead_letter(bus, spec, delivery, UNDECODABLE, detail=str(exc))
         try:
             await call(message)
+        except HandlerUnavailable:
+            raise
         except Exception as exc:
             return await on_failure(delivery, exc)
         if not spec.auto_ack:

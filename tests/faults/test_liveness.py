@@ -120,3 +120,51 @@ async def test_a_consumer_whose_event_loop_is_blocked_is_not_taken_for_dead(brok
             child.stop()
         assert await q.size() == 0
 
+
+EXITING_WORKER = """
+import sys, time, polybus
+bus = polybus.connect(sys.argv[1])
+q = bus.work_queue("exiting")
+
+@q.worker(prefetch=5)
+def handle(msg):
+    print("handling", msg.body, flush=True)
+    time.sleep(0.5)
+
+sys.stdin.readline()  # the test says when: one message is being handled, four wait
+"""
+
+
+async def test_a_worker_process_that_exits_without_closing_gives_up_no_message(broker):
+    # Given a worker process (blocking API) holding five messages, handling the first
+    async with polybus.aio.connect(broker.url) as bus:
+        q = bus.work_queue("exiting")
+        await q.send_many(range(5))
+        child = subprocess.Popen(
+            [sys.executable, "-c", EXITING_WORKER, broker.url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None and child.stdin is not None
+            assert child.stdout.readline().strip() == "handling 0"
+            # When its program ends without closing the bus (the handler's threads go first)
+            child.stdin.write("\n")
+            child.stdin.flush()
+            assert child.wait(timeout=30) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.communicate()  # and close the pipes
+        # Then what it did not handle is neither retried nor dead-lettered: it comes back as
+        # is (and the message it handled, too, if its ack had not left before the exit)
+        async with q.consume(prefetch=10) as sub:
+            bodies = []
+            while not {1, 2, 3, 4} <= set(bodies):
+                msg = await sub.receive(timeout=15)
+                assert "x-polybus-retries" not in msg.headers, msg.headers
+                bodies.append(msg.body)
+                await msg.ack()
+        assert sorted(bodies) in ([1, 2, 3, 4], [0, 1, 2, 3, 4])
+        assert await bus.work_queue("exiting.dead").size() == 0
