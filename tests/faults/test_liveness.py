@@ -135,24 +135,28 @@ sys.stdin.readline()  # the test says when: one message is being handled, four w
 """
 
 
+def _exiting_worker(url: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", EXITING_WORKER, url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
 async def test_a_worker_process_that_exits_without_closing_gives_up_no_message(broker):
     # Given a worker process (blocking API) holding five messages, handling the first
     async with polybus.aio.connect(broker.url) as bus:
         q = bus.work_queue("exiting")
         await q.send_many(range(5))
-        child = subprocess.Popen(
-            [sys.executable, "-c", EXITING_WORKER, broker.url],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        child = _exiting_worker(broker.url)
         try:
             assert child.stdout is not None and child.stdin is not None
-            assert child.stdout.readline().strip() == "handling 0"
+            assert (await asyncio.to_thread(child.stdout.readline)).strip() == "handling 0"
             # When its program ends without closing the bus (the handler's threads go first)
             child.stdin.write("\n")
             child.stdin.flush()
-            assert child.wait(timeout=30) == 0
+            assert await asyncio.to_thread(child.wait, 30) == 0
         finally:
             if child.poll() is None:
                 child.kill()
