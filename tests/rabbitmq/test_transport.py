@@ -153,3 +153,23 @@ async def test_restart_mid_stream_loses_no_confirmed_message(rabbit, namespace):
         await asyncio.gather(consuming, return_exceptions=True)
         assert confirmed and set(confirmed) <= received
         assert max(received) > confirmed[0] + 10  # it kept flowing after the restart
+
+
+async def test_a_dead_letter_keeps_rabbitmqs_own_x_death_beside_polybus_headers(url):
+    # Given a message RabbitMQ dead-letters itself (a reject, through the dead-letter exchange)
+    async with polybus.aio.connect(url) as bus:
+        q = bus.work_queue("orders")
+        await q.send("no")
+        async with q.consume() as sub:
+            await (await sub.receive(timeout=5)).reject()
+        # When it is read from the dead-letter queue
+        async with bus.work_queue("orders.dead").consume() as dead:
+            msg = await dead.receive(timeout=5)
+            await msg.ack()
+    # Then it carries polybus's headers and RabbitMQ's x-death, read as plain values
+    assert msg.headers["x-polybus-dead-reason"] == "rejected"
+    assert msg.headers["x-polybus-dead-queue"] == q.name
+    (death,) = msg.headers["x-death"]
+    assert death["queue"] == q.name and death["reason"] == "rejected"
+    assert type(death["count"]) is int and death["count"] == 1
+    assert isinstance(death["time"], int)  # an AMQP timestamp, as seconds since the epoch

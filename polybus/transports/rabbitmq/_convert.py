@@ -228,9 +228,13 @@ def _read(defects: list[str], name: str, value: Any, convert: Callable[[Any], An
 
 def _carried(value: Any) -> Any:
     """A header value as polybus carries it: AMQP timestamps (in ``x-death``, say) as whole
-    seconds since the epoch, so that headers read from RabbitMQ can be sent again."""
+    seconds since the epoch, and 64-bit integers (pika's ``long``, an ``int`` subclass) as plain
+    ``int``, as every other transport gives them, so that headers read from RabbitMQ can be
+    sent again."""
     if isinstance(value, datetime):
         return calendar.timegm(value.utctimetuple())
+    if isinstance(value, int) and type(value) is not int and not isinstance(value, bool):
+        return int(value)
     if isinstance(value, list):
         return [_carried(item) for item in value]
     if isinstance(value, dict):
