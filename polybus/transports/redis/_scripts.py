@@ -1,4 +1,4 @@
-"""The Lua scripts (``lua/*.lua``, each with a header naming its ARGV), and calling them.
+"""The Lua scripts (``lua/*.lua``, each with a header naming its KEYS and ARGV), and calling them.
 
 Every multi-key change is one script, so Redis applies it atomically. Each script is sent with
 ``lua/prelude.lua`` in front of it (the helpers they share); a script is called by its SHA, and

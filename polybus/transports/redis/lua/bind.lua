@@ -1,4 +1,5 @@
 -- BIND: route messages from an exchange to a queue when the key matches.
+-- KEYS: none (every key is built from the prefix, ARGV[1]: see prelude.lua)
 -- ARGV: prefix, queue, exchange, key or pattern
 -- Returns: 1; NOTFOUND when the queue or the exchange does not exist
 local queue, exchange, key = ARGV[2], ARGV[3], ARGV[4]

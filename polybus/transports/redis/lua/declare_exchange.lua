@@ -1,4 +1,5 @@
 -- DECLARE_EXCHANGE: create an exchange, or check it exists as declared.
+-- KEYS: none (every key is built from the prefix, ARGV[1]: see prelude.lua)
 -- ARGV: prefix, exchange, kind ('fanout', 'direct', 'topic'), durable ('True'/'False')
 -- Returns: 1 when created, 0 when it existed; CONFLICT exchange\t<name>\t<existing>\t<asked>
 local name, kind, durable = ARGV[2], ARGV[3], ARGV[4]

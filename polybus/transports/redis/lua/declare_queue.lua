@@ -1,5 +1,6 @@
 -- DECLARE_QUEUE: create a queue (a stream per priority level, each with the group), or check
 -- it exists as declared. A non-durable queue left from before a server restart is replaced.
+-- KEYS: none (every key is built from the prefix, ARGV[1]: see prelude.lua)
 -- ARGV: prefix, connection id, queue, options (JSON), levels, dead-letter queue ('' for none),
 --       queue TTL in ms ('' for none), exclusive ('1'/'0'), owned by the connection ('1'/'0'),
 --       durable ('1'/'0')

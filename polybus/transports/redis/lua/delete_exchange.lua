@@ -1,4 +1,5 @@
 -- DELETE_EXCHANGE: delete an exchange and its bindings.
+-- KEYS: none (every key is built from the prefix, ARGV[1]: see prelude.lua)
 -- ARGV: prefix, exchange
 -- Returns: 1
 local name = ARGV[2]

@@ -1,5 +1,6 @@
 -- FETCH: up to count new entries of a queue with priorities, highest level first; expired
 -- entries are dead-lettered instead of returned.
+-- KEYS: none (every key is built from the prefix, ARGV[1]: see prelude.lua)
 -- ARGV: prefix, queue, consumer name, count, no ack ('1': read and delete, for auto-ack)
 -- Returns: {{level, id, fields}*, tails}: tails (the streams' last ids, to block on) only when
 --          fewer than count were found; NOTFOUND when the queue does not exist

@@ -1,4 +1,5 @@
 -- HEARTBEAT: refresh this connection's deadline; reap the connections past theirs.
+-- KEYS: none (every key is built from the prefix, ARGV[1]: see prelude.lua)
 -- ARGV: prefix, connection id, liveness (ms)
 -- Returns: {1 if this connection was still registered else 0, the server's epoch, its time (ms)}
 local connection, liveness = ARGV[2], tonumber(ARGV[3])

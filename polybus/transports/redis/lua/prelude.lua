@@ -1,7 +1,9 @@
 -- PRELUDE: what every script shares; each script is sent with this in front of it.
 --
--- Every script gets the key prefix as ARGV[1] and builds its keys from it (no KEYS: one
--- Redis server, not a cluster; the layout is in docs/redis.md):
+-- Every script gets the key prefix as ARGV[1] and builds its keys from it, so no script takes
+-- KEYS: the keys a publish touches depend on the bindings it reads. On Redis Cluster the
+-- prefix is a hash tag, so every key of a namespace is in one slot, on the master the script
+-- is sent to (_cluster.py). The layout (also in docs/redis.md):
 --   <prefix>q:<queue>             hash: the queue's declaration (fields below)
 --   <prefix>s:<queue>:<level>     stream: its messages at one priority level, group 'g'
 --   <prefix>x:<exchange>          hash: kind ('fanout', 'direct', 'topic'), durable ('True'/'False')

@@ -1,5 +1,6 @@
 -- PUBLISH: route messages once, by the exchange's bindings (or to the queue the key names, on
 -- the default exchange ''), and append every message to every matching queue, atomically.
+-- KEYS: none (every key is built from the prefix, ARGV[1]: see prelude.lua)
 -- ARGV: prefix, exchange, routing key, mandatory ('1'/'0'), then four per message: body,
 --       properties (JSON), TTL in ms ('' for none), priority ('' for none)
 -- Returns: how many queues matched; UNROUTABLE when none did and mandatory; NOTFOUND when the

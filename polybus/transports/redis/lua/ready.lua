@@ -1,5 +1,6 @@
 -- READY: count a queue's ready entries ('size': dead-lettering the expired ones first), or
 -- delete them all ('purge').
+-- KEYS: none (every key is built from the prefix, ARGV[1]: see prelude.lua)
 -- ARGV: prefix, queue, 'size' or 'purge'
 -- Returns: how many ready entries there were; NOTFOUND when the queue does not exist
 local queue, purge = ARGV[2], ARGV[3] == 'purge'

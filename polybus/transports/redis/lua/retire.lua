@@ -1,4 +1,5 @@
 -- RETIRE: requeue everything a consumer has pending, but the entries it still holds.
+-- KEYS: none (every key is built from the prefix, ARGV[1]: see prelude.lua)
 -- ARGV: prefix, queue, consumer name, then the ids it still holds
 -- Returns: 1
 local queue, consumer, FIRST_HELD = ARGV[2], ARGV[3], 4

@@ -1,4 +1,5 @@
 -- SETTLE: requeue a pending entry, or dead-letter it (rejected, or found expired by a consumer).
+-- KEYS: none (every key is built from the prefix, ARGV[1]: see prelude.lua)
 -- ARGV: prefix, queue, stream, entry id, 'requeue', 'reject' or 'expire'
 -- Returns: 1 if the entry was pending, else 0
 local queue, stream, id, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
