@@ -111,3 +111,32 @@ async def test_closing_a_consumer_with_a_read_in_flight_leaves_no_failure_unread
         del held, msg, sub  # what still holds the consumer, and the read it sent
     gc.collect()
     assert unhandled == []
+
+
+async def test_a_publishing_round_that_fails_unexpectedly_fails_only_its_own_sends(any_url):
+    # Given a publisher whose next round meets a bug (an exception polybus does not expect)
+    async with polybus.aio.connect(any_url) as bus:
+        q = bus.work_queue("rounds")
+        await q.declare()
+        publisher = bus._transport._publisher
+        real_round = publisher._round
+        broken = True
+
+        async def round_with_a_bug(batches):
+            nonlocal broken
+            if broken:
+                broken = False
+                raise ValueError("a bug in the round")
+            await real_round(batches)
+
+        publisher._round = round_with_a_bug
+        # When several sends share that round
+        started = time.monotonic()
+        outcomes = await asyncio.gather(*(q.send(n) for n in range(5)), return_exceptions=True)
+        # Then each of them raises PublishFailed at once, none hangs, and the next round works
+        assert time.monotonic() - started < 2
+        assert outcomes and all(isinstance(o, polybus.PublishFailed) for o in outcomes), outcomes
+        assert "a bug in the round" in str(outcomes[0])
+        await q.send("after")
+        async with q.consume() as sub:
+            assert (await sub.receive(timeout=5)).body == "after"
