@@ -80,6 +80,14 @@ def check_ttl(value: Any, name: str = "ttl") -> float | None:
     return check_seconds(value, name, low=MIN_TTL, high=MAX_TTL)
 
 
+def check_delay(value: Any, name: str = "delay") -> float | None:
+    """A delay in seconds (``None`` or 0: none), at most the longest time-to-live, since
+    RabbitMQ delays with one."""
+    if value is None or value == 0:
+        return None
+    return check_seconds(value, name, high=MAX_TTL)
+
+
 def check_property(value: Any, name: str) -> str | None:
     """``message_id``, ``correlation_id``, ``reply_to``: a str of at most 255 bytes."""
     if value is None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from polybus.core.arguments import (
     check_bool,
+    check_delay,
     check_known,
     check_priority,
     check_property,
@@ -30,7 +31,7 @@ from polybus.core.arguments import (
 from polybus.core.broker import Broker
 from polybus.core.codecs import Codec, encode_body, get_codec
 from polybus.core.conflicts import exchange_conflict, queue_conflict
-from polybus.core.errors import CapabilityMissing, Closed, NotFound
+from polybus.core.errors import CapabilityMissing, Closed, InvalidArgument, NotFound
 from polybus.core.headers import checked_headers
 from polybus.core.message import AsyncMessage, BaseMessage
 from polybus.core.names import check_name
@@ -48,11 +49,13 @@ log = logging.getLogger("polybus")
 
 
 class SendOptions(TypedDict, total=False):
-    """Message properties every send and publish accepts (``ttl`` in seconds)."""
+    """Message properties every send and publish accepts (``ttl`` and ``delay`` in seconds:
+    a delayed message is delivered no earlier than ``delay`` after it was sent)."""
 
     headers: dict[str, Any] | None
     priority: int | None
     ttl: float | None
+    delay: float | None
     message_id: str | None
     correlation_id: str | None
     reply_to: str | None
@@ -263,6 +266,12 @@ class AsyncBus:
             check_known(options, SEND_OPTIONS, call)
         ttl = check_ttl(options.get("ttl"))
         self._require("ttl", ttl is not None, "a message")
+        delay = check_delay(options.get("delay"))
+        if delay is not None and ttl is not None:
+            raise InvalidArgument(
+                f"{call} was given both ttl and delay; a delayed message cannot expire yet:"
+                " drop one of them"
+            )
         headers = options.get("headers")
         checked = checked_headers(headers) if headers is not None else None
         message_id = check_property(options.get("message_id"), "message_id")
@@ -270,6 +279,7 @@ class AsyncBus:
         reply_to = check_property(options.get("reply_to"), "reply_to")
         priority = check_priority(options.get("priority"))
         persistent = check_bool(options.get("persistent", True), "persistent")
+        self._require("delay", delay is not None, "a message")
         codec, ids, id_prefix = self._codec, self._ids, self._id_prefix
 
         def envelope(body: Any) -> Envelope:
@@ -285,6 +295,7 @@ class AsyncBus:
                 priority,
                 ttl,
                 persistent,
+                delay,
             )
 
         return envelope

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from polybus.core.arguments import check_bool, check_int, check_prefetch
 from polybus.core.deadletters import Outcome
 from polybus.core.decorators import Handler, handler_or_decorator
+from polybus.core.errors import InvalidArgument
 from polybus.core.names import check_name, derived_name
 from polybus.core.subscription import ConsumeSpec
 from polybus.core.transport import Delivery, ExchangeKind, QueueOptions
@@ -55,11 +56,14 @@ class ExchangePattern:
     async def _publish(
         self, body: Any, key: str, mandatory: bool, options: SendOptions, call: str
     ) -> None:
+        if check_bool(mandatory, "mandatory") and options.get("delay"):
+            raise InvalidArgument(
+                f"{call} was given both mandatory and delay; a delayed message is routed when it"
+                " is due, too late to say it reached nobody: drop one of them"
+            )
         envelope = self._bus._envelope(body, options, call)
         await self.declare()
-        await self._bus._broker.publish(
-            self._name, key, envelope, mandatory=check_bool(mandatory, "mandatory")
-        )
+        await self._bus._broker.publish(self._name, key, envelope, mandatory=mandatory)
 
     def _subscription_spec(
         self, keys: Sequence[str], name: str | None, prefetch: int, auto_ack: bool | None

@@ -22,7 +22,10 @@ from polybus.core.errors import SerializationError
 from polybus.core.limits import MAX_HEADER_DEPTH, MAX_HEADERS, MAX_KEY
 
 POLYBUS_PREFIX = "x-polybus-"
-BROKER_OWNED = frozenset({"x-delivery-count"})
+DELAY_ROUTE = "polybus-delay-queue"
+"""Where a delayed message waits, for a broker that routes delays by a header (RabbitMQ's
+headers exchange matches no ``x-`` header, hence the name); never delivered."""
+BROKER_OWNED = frozenset({"x-delivery-count", DELAY_ROUTE})
 
 RETRIES = "x-polybus-retries"
 """How many times a worker has sent the message again after its handler failed (absent: 0)."""

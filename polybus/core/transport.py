@@ -50,6 +50,8 @@ class Envelope:
     """The bytes and properties that travel with a message, the same on every transport.
 
     ``timestamp`` is seconds since the epoch; ``expiration`` is a time-to-live in seconds.
+    ``delay`` is for ``publish`` only: the seconds before the message may be delivered (it is
+    routed then, by the bindings of that time); it never travels with the message.
     """
 
     body: bytes
@@ -62,6 +64,7 @@ class Envelope:
     priority: int | None = None
     expiration: float | None = None
     persistent: bool = True
+    delay: float | None = None
 
 
 @dataclass(slots=True)
@@ -98,6 +101,9 @@ class Capabilities:
     """Redeliveries carry an exact delivery count (else only the ``redelivered`` flag)."""
     mandatory: bool = False
     """A mandatory publish that matches no queue raises ``Unroutable``."""
+    delay: bool = False
+    """A publish may ask for its message to be delivered no earlier than ``delay`` seconds
+    later, durably (``Envelope.delay``)."""
     reason: str = ""
     """Why the missing capabilities are missing, shown on every skip they cause."""
 
@@ -212,6 +218,9 @@ class Transport(ABC):
 
         Exchange ``""`` is the default exchange: it routes to the queue named ``key``. A message
         that matches no queue is dropped, unless ``mandatory``, when ``Unroutable`` is raised.
+        With ``envelope.delay`` (only where ``capabilities.delay``; never with ``mandatory``
+        or an ``expiration``) the message is kept, as durably as the envelope asks, and routed
+        no earlier than that many seconds later.
 
         :raises PublishFailed: the broker refused the message or the outcome is unknown.
         """

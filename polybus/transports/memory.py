@@ -9,6 +9,7 @@ reconnect and re-declare what they had — and ``MemoryTransport.abort()`` a cra
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import threading
 import time
@@ -139,6 +140,52 @@ class _Exchange:
         return {queue for queue, pattern in self.bindings if topic_matches(pattern, key)}
 
 
+class _Clock:
+    """The broker's timer, on a thread of its own while anything waits on it: delayed messages
+    fall due whichever thread or loop published them, even once that loop is gone. ``at`` runs
+    a call under the broker's lock once ``time.monotonic()`` reaches ``when``."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self._lock = lock
+        self._due: list[tuple[float, int, Callable[[], None]]] = []
+        self._wake = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+
+    def at(self, when: float, call: Callable[[], None]) -> None:
+        with self._wake:
+            heapq.heappush(self._due, (when, next(_sequence), call))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="polybus-memory-clock")
+                self._thread.daemon = True
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._due:  # nothing waits: the thread ends, the next ``at`` starts one
+                    self._thread = None
+                    return
+                wait = self._due[0][0] - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                _, _, call = heapq.heappop(self._due)
+            with self._lock:
+                call()
+
+
+class _Delayed:
+    """A message waiting for its time; ``key`` and ``exchange`` route it when it is due."""
+
+    __slots__ = ("envelope", "exchange", "key")
+
+    def __init__(self, exchange: str, key: str, envelope: Envelope) -> None:
+        self.exchange = exchange
+        self.key = key
+        self.envelope = envelope
+
+
 class _Connection:
     """One transport's link to the broker: its consumers and exclusive queues die with it."""
 
@@ -169,6 +216,8 @@ class MemoryBroker:
         self.queues: dict[str, _Queue] = {}
         self.exchanges: dict[str, _Exchange] = {}
         self.connections: set[_Connection] = set()
+        self.clock = _Clock(self.lock)
+        self.delayed: set[_Delayed] = set()
 
     # -- queues and exchanges ---------------------------------------------------------------
 
@@ -254,6 +303,10 @@ class MemoryBroker:
         self, exchange: str, key: str, envelopes: Sequence[Envelope], mandatory: bool
     ) -> None:
         with self.lock:
+            if envelopes[0].delay is not None:
+                for envelope in envelopes:
+                    self._delay(exchange, key, envelope)
+                return
             if exchange == "":
                 targets = [key] if key in self.queues else []
             else:
@@ -274,8 +327,26 @@ class MemoryBroker:
                         self._schedule_expiry(queue.name, ttl)
                 self.dispatch(queue)
 
+    def _delay(self, exchange: str, key: str, envelope: Envelope) -> None:
+        """Keep the message until it is due, then route it as published then."""
+        if exchange:
+            self.exchange(exchange)  # NotFound now, as for any publish
+        assert envelope.delay is not None
+        delayed = _Delayed(exchange, key, replace(envelope, delay=None))
+        self.delayed.add(delayed)
+        self.clock.at(time.monotonic() + envelope.delay, lambda: self._release(delayed))
+
+    def _release(self, delayed: _Delayed) -> None:
+        if delayed in self.delayed:  # not lost in a restart
+            self.delayed.discard(delayed)
+            if not delayed.exchange or delayed.exchange in self.exchanges:
+                self.publish(delayed.exchange, delayed.key, (delayed.envelope,), False)
+
     def _schedule_expiry(self, name: str, ttl: float) -> None:
-        asyncio.get_running_loop().call_later(ttl + 0.001, self._expire, name)
+        try:  # on the publisher's loop; on the clock when the clock released a delayed message
+            asyncio.get_running_loop().call_later(ttl + 0.001, self._expire, name)
+        except RuntimeError:
+            self.clock.at(time.monotonic() + ttl + 0.001, lambda: self._expire(name))
 
     def _expire(self, name: str) -> None:
         with self.lock:
@@ -422,6 +493,7 @@ class MemoryBroker:
             for name, exchange in list(self.exchanges.items()):
                 if not exchange.durable:
                     del self.exchanges[name]
+            self.delayed = {d for d in self.delayed if d.envelope.persistent}
         for conn in connections:
             if not conn.loop.is_closed():
                 conn.loop.call_soon_threadsafe(conn.on_lost)
@@ -479,6 +551,7 @@ class MemoryTransport(Transport):
             dead_letter=True,
             delivery_count=True,
             mandatory=True,
+            delay=True,
         )
 
     def __init__(self, url: BrokerURL) -> None:

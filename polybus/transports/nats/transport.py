@@ -109,6 +109,8 @@ CAPABILITIES = Capabilities(
     dead_letter=True,
     delivery_count=True,
     mandatory=True,
+    reason="delayed delivery: JetStream (nats-server 2.9) cannot hold a message back until a"
+    " time, and polybus does not yet emulate it there",
 )
 
 

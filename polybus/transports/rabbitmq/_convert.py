@@ -31,6 +31,7 @@ from polybus.core.options import TLS, UrlOption, choice, count, seconds, tls_con
 from polybus.core.transport import Envelope, QueueOptions
 from polybus.core.unreachable import network_reason
 from polybus.core.url import BrokerURL
+from polybus.transports.rabbitmq._delays import without_delay_traces
 
 # AMQP timestamps are whole seconds; the exact float travels in this header, beside them.
 TIMESTAMP_HEADER = "x-polybus-timestamp"
@@ -198,7 +199,7 @@ def to_envelope(properties: pika.BasicProperties, body: bytes) -> tuple[Envelope
     previous = _read(defects, DELIVERY_COUNT_HEADER, headers.pop(DELIVERY_COUNT_HEADER, 0), int)
     expiration = _read(defects, "expiration", properties.expiration, lambda ms: int(ms) / 1000)
     priority = _read(defects, "priority", properties.priority, int)
-    headers = {name: _carried(value) for name, value in headers.items()}
+    headers = without_delay_traces({name: _carried(value) for name, value in headers.items()})
     if "x-death" in headers and DEAD_REASON not in headers:
         headers.update(_dead_letter_headers(headers))
     envelope = Envelope(

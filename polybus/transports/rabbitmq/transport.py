@@ -20,12 +20,19 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 
-from polybus.core.errors import Closed, ConnectionFailed, PolybusError, PublishFailed
+from polybus.core.errors import (
+    Closed,
+    ConnectionFailed,
+    PolybusError,
+    PublishFailed,
+    Unroutable,
+)
 from polybus.core.transport import (
     Capabilities,
     DeliverCallback,
@@ -47,6 +54,13 @@ from polybus.transports.rabbitmq._convert import (
     to_properties,
     translate,
     why_not_connected,
+)
+from polybus.transports.rabbitmq._delays import (
+    DELAY_HEADER,
+    delay_exchange,
+    delay_queue,
+    delay_queue_arguments,
+    level_ms,
 )
 from polybus.transports.rabbitmq._publisher import Pending, Publisher
 
@@ -86,6 +100,7 @@ class RabbitMQTransport(Transport):
                 ttl=True,
                 dead_letter=True,
                 mandatory=True,
+                delay=True,
                 reason="queue_type=classic: classic queues only flag a redelivery, they do not "
                 "count deliveries",
             )
@@ -96,6 +111,7 @@ class RabbitMQTransport(Transport):
             dead_letter=True,
             delivery_count=True,
             mandatory=True,
+            delay=True,
             reason="delivery counts are exact on quorum queues (durable, shared, no priorities);"
             " on classic queues a redelivery reports 2",
         )
@@ -117,6 +133,8 @@ class RabbitMQTransport(Transport):
         self._unconfirmed: AmqpChannel | None = None  # for publish_unconfirmed
         self._unsent: list[Pending] = []  # unconfirmed when the connection dropped
         self._topology = Topology()
+        self._delay_exchange = delay_exchange(self.url.settings["namespace"])
+        self._delay_queues: set[str] = set()  # declared by this transport
         self._resuming: set[asyncio.Task[None]] = set()
         self._tags = itertools.count(1)
         self._tag_prefix = f"polybus-{os.urandom(4).hex()}"
@@ -476,11 +494,60 @@ class RabbitMQTransport(Transport):
     async def publish(
         self, exchange: str, key: str, envelope: Envelope, *, mandatory: bool = False
     ) -> None:
+        if envelope.delay is not None:
+            await self._publish_delayed(exchange, key, envelope)
+            return
+        await self._publish_confirmed(exchange, key, envelope, mandatory)
+
+    async def _publish_confirmed(
+        self, exchange: str, key: str, envelope: Envelope, mandatory: bool
+    ) -> None:
         publisher = await self._get_publisher()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         item = Pending(exchange, key, envelope.body, to_properties(envelope), mandatory, future)
         publisher.send(item)
         await self._confirmed(publisher, [future])
+
+    async def _publish_delayed(self, exchange: str, key: str, envelope: Envelope) -> None:
+        """Through the delay queue of its level (``_delays``), declared on first use; sent
+        mandatory, so a delay queue deleted since is declared again, never a silent loss."""
+        assert envelope.delay is not None
+        if exchange:
+            await self.check_exchange(exchange)  # NotFound now, as for any publish
+        level = level_ms(envelope.delay)
+        queue = delay_queue(self.url.settings["namespace"], exchange, level)
+        waiting = replace(envelope, headers={**envelope.headers, DELAY_HEADER: queue}, delay=None)
+        for attempt in (1, 2):
+            if queue not in self._delay_queues:
+                await self._declare_delay_queue(queue, exchange, level)
+            try:
+                await self._publish_confirmed(self._delay_exchange, key, waiting, True)
+                return
+            except Unroutable:
+                self._delay_queues.discard(queue)
+                if attempt == 2:
+                    raise PublishFailed(
+                        f"delay queue {queue!r} took no message though just declared"
+                    ) from None
+
+    async def _declare_delay_queue(self, queue: str, exchange: str, level: int) -> None:
+        doing = f"declaring delay queue {queue!r}"
+        delays = self._delay_exchange
+        arguments = delay_queue_arguments(exchange, level)
+
+        async def declare(ch: AmqpChannel) -> None:
+            await ch.call(doing, ch.channel.exchange_declare, delays, "headers", durable=True)
+            await ch.call(doing, ch.channel.queue_declare, queue, durable=True, arguments=arguments)
+            await ch.call(
+                doing,
+                ch.channel.queue_bind,
+                queue,
+                delays,
+                arguments={"x-match": "all", DELAY_HEADER: queue},
+            )
+
+        await self._on_channel(doing, declare)
+        self._delay_queues.add(queue)
 
     async def publish_unconfirmed(self, exchange: str, key: str, envelope: Envelope) -> None:
         """On a channel without confirms: no ack frame to wait for and read."""

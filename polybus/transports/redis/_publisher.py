@@ -41,6 +41,8 @@ class Outgoing:
     mandatory: bool
     messages: list[PublishFields]
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    delay_ms: int | None = None
+    """Kept by the ``DELAY`` script until due, instead of routed now."""
 
     def settle(self, error: PolybusError | None) -> None:
         for waiter in self.waiters:
@@ -52,10 +54,11 @@ class Outgoing:
 
     def follows(self, other: Outgoing) -> bool:
         """Whether this can join ``other``'s script call: same route, room left."""
-        return (self.exchange, self.key, self.mandatory) == (
+        return (self.exchange, self.key, self.mandatory, self.delay_ms) == (
             other.exchange,
             other.key,
             other.mandatory,
+            other.delay_ms,
         ) and len(self.messages) + len(other.messages) <= BATCH
 
 
@@ -75,6 +78,7 @@ def merge(round_: list[Outgoing]) -> list[Outgoing]:
                     batch.mandatory,
                     list(batch.messages),
                     list(batch.waiters),
+                    batch.delay_ms,
                 )
             )
     return merged
@@ -125,16 +129,23 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
 
     async def publish(
-        self, exchange: str, runs: Sequence[tuple[str, Sequence[Envelope]]], mandatory: bool
+        self,
+        exchange: str,
+        runs: Sequence[tuple[str, Sequence[Envelope]]],
+        mandatory: bool,
+        delay: float | None = None,
     ) -> None:
-        """Queue runs of messages (key, envelopes) in batches; wait until Redis has them all."""
+        """Queue runs of messages (key, envelopes) in batches; wait until Redis has them all
+        (with a ``delay``: until it keeps them for later)."""
         loop = asyncio.get_running_loop()
         waiters: list[asyncio.Future[None]] = []
+        delay_ms = None if delay is None else max(1, round(delay * 1000))
         for key, envelopes in runs:
             for start in range(0, len(envelopes), BATCH):
                 done = loop.create_future()
                 messages = [publish_fields(e) for e in envelopes[start : start + BATCH]]
-                self._outbox.append(Outgoing(exchange, key, mandatory, messages, [done]))
+                outgoing = Outgoing(exchange, key, mandatory, messages, [done], delay_ms)
+                self._outbox.append(outgoing)
                 waiters.append(done)
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
@@ -267,7 +278,7 @@ class Publisher:
 
     def _direct_streams(self, batch: Outgoing) -> list[str] | None:
         """The stream of each message when the batch can skip the script, else None."""
-        if batch.exchange:
+        if batch.exchange or batch.delay_ms is not None:
             return None
         options = self.session.declared(batch.key)
         if options is None or options.message_ttl is not None:
@@ -282,7 +293,11 @@ class Publisher:
         return streams
 
     def _script_call(self, batch: Outgoing) -> bytes:
-        args: list[bytes | str] = [batch.exchange, batch.key, "1" if batch.mandatory else "0"]
+        args: list[bytes | str | int] = [batch.exchange, batch.key]
+        if batch.delay_ms is None:
+            args.append("1" if batch.mandatory else "0")
+        else:
+            args.append(batch.delay_ms)
         for message in batch.messages:
             args.extend(message)
-        return self.session.scripts.command("publish", *args)
+        return self.session.scripts.command("publish" if batch.delay_ms is None else "delay", *args)

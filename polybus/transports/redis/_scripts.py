@@ -31,6 +31,8 @@ NAMES = (
     "settle",
     "retire",
     "ready",
+    "delay",
+    "due",
 )
 
 

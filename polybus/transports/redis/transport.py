@@ -186,8 +186,11 @@ CAPABILITIES = Capabilities(
     dead_letter=True,
     delivery_count=True,
     mandatory=True,
+    delay=True,
     reason="persistence needs the server's append-only file (appendonly yes)",
 )
+DUE_BATCH = 100
+"""Delayed messages one ``DUE`` script routes at most (the heartbeat routes as many per beat)."""
 FAKEREDIS_CAPABILITIES = replace(
     CAPABILITIES,
     persistence=False,
@@ -481,7 +484,18 @@ class RedisTransport(Transport):
     async def publish(
         self, exchange: str, key: str, envelope: Envelope, *, mandatory: bool = False
     ) -> None:
-        await self._publishing().publish(exchange, [(key, (envelope,))], mandatory)
+        delay = envelope.delay
+        await self._publishing().publish(exchange, [(key, (envelope,))], mandatory, delay)
+        if delay is not None:  # on time from here; any connection's heartbeat is the backstop
+            loop = asyncio.get_running_loop()
+            loop.call_later(delay + 0.001, lambda: self._release_due(loop))
+
+    def _release_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Route what fell due now (a script: whoever runs it first routes each message once)."""
+        if self._closed:
+            return
+        task = loop.create_task(self._script("due", DUE_BATCH))
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     async def publish_many(
         self, exchange: str, items: Sequence[tuple[str, Envelope]], *, mandatory: bool = False

@@ -1,4 +1,5 @@
--- HEARTBEAT: refresh this connection's deadline; reap the connections past theirs.
+-- HEARTBEAT: refresh this connection's deadline; reap the connections past theirs; route the
+-- delayed messages that fell due (whoever delayed them: they are never late by more than a beat).
 -- KEYS: none (every key is built from the prefix, ARGV[1]: see prelude.lua)
 -- ARGV: prefix, connection id, liveness (ms)
 -- Returns: {1 if this connection was still registered else 0, the server's epoch, its time (ms)}
@@ -10,4 +11,5 @@ for _, dead in ipairs(redis.call('ZRANGEBYSCORE', prefix .. 'conns', '-inf', now
     'LIMIT', 0, 16)) do
   reap_connection(dead)
 end
+release_due(100, now)
 return {known and 1 or 0, epoch(), fmt(now)}

@@ -12,6 +12,10 @@
 --   <prefix>conns                 sorted set: connection id -> liveness deadline (ms, server clock)
 --   <prefix>cq:<connection>       set: queues the connection consumes
 --   <prefix>own:<connection>      set: exclusive and auto-delete queues the connection owns
+--   <prefix>delayed               sorted set: delayed message id -> when it is due (ms, server clock)
+--   <prefix>d:<id>                hash: a delayed message: x exchange, k key, b body, m properties,
+--                                 pr priority (when given)
+--   <prefix>dseq                  counter: the last delayed message id
 --
 -- Queue hash fields: options (JSON, compared on redeclare), levels (priority levels, >= 1),
 -- dead_letter (queue name or ''), ttl_ms (queue TTL or ''), exclusive ('1'/'0'), owner
@@ -73,6 +77,68 @@ local function delete_queue(name)
   if owner and owner ~= '' then redis.call('SREM', prefix .. 'own:' .. owner, name) end
   redis.call('DEL', prefix .. 'qb:' .. name, meta)
   return 1
+end
+local function words(s)
+  local out = {}
+  if s == '' then return out end
+  local start = 1
+  while true do
+    local i = string.find(s, '.', start, true)
+    if not i then
+      out[#out + 1] = string.sub(s, start)
+      return out
+    end
+    out[#out + 1] = string.sub(s, start, i - 1)
+    start = i + 1
+  end
+end
+-- RabbitMQ's topic rule, the same dynamic programme as polybus.core.topic
+local function topic_matches(pattern, key_words)
+  local n = #key_words
+  local reach = {[0] = true}
+  for j = 1, n do reach[j] = false end
+  for _, part in ipairs(words(pattern)) do
+    if part == '#' then
+      for j = 1, n do reach[j] = reach[j] or reach[j - 1] end
+    else
+      for j = n, 1, -1 do
+        reach[j] = reach[j - 1] and (part == '*' or part == key_words[j])
+      end
+      reach[0] = false
+    end
+  end
+  return reach[n]
+end
+-- the queues a message published to an exchange with a key reaches, sorted; nil and an
+-- error reply when the exchange does not exist ('' is the default exchange: the queue named)
+local function route(exchange, key)
+  local targets = {}
+  if exchange == '' then
+    if redis.call('EXISTS', queue_key(key)) == 1 then targets[1] = key end
+    return targets
+  end
+  local kind = redis.call('HGET', prefix .. 'x:' .. exchange, 'kind')
+  if not kind then return nil, not_found('exchange', exchange) end
+  local seen, key_words = {}, words(key)
+  for _, binding in ipairs(redis.call('SMEMBERS', prefix .. 'b:' .. exchange)) do
+    local queue, pattern = split_tab(binding)
+    if not seen[queue] and (kind == 'fanout' or (kind == 'direct' and pattern == key)
+        or (kind == 'topic' and topic_matches(pattern, key_words))) then
+      seen[queue] = true
+      targets[#targets + 1] = queue
+    end
+  end
+  table.sort(targets)
+  return targets
+end
+-- a stream entry's fields, as every publish writes them
+local function entry_fields(body, properties, exchange, key, priority)
+  local fields = {'b', body, 'm', properties, 'x', exchange, 'k', key}
+  if priority ~= '' then
+    fields[9] = 'pr'
+    fields[10] = priority
+  end
+  return fields
 end
 -- append an entry to a queue at its priority level, with the deadline its TTL gives it
 local queue_info = {}
@@ -162,4 +228,22 @@ local function reap_connection(connection)
   end
   redis.call('DEL', prefix .. 'cq:' .. connection, prefix .. 'own:' .. connection)
   redis.call('ZREM', prefix .. 'conns', connection)
+end
+-- route the delayed messages that fell due (at most limit of them), as published then;
+-- returns how many, and when the next falls due (ms, server clock) or false
+local function release_due(limit, now)
+  local due = redis.call('ZRANGEBYSCORE', prefix .. 'delayed', '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    local held = prefix .. 'd:' .. id
+    local m = as_map(redis.call('HGETALL', held))
+    local targets = m['x'] and route(m['x'], m['k']) or nil
+    for _, queue in ipairs(targets or {}) do
+      push(queue, entry_fields(m['b'], m['m'], m['x'], m['k'], m['pr'] or ''), nil,
+        tonumber(m['pr']), now)
+    end
+    redis.call('DEL', held)
+    redis.call('ZREM', prefix .. 'delayed', id)
+  end
+  local next_due = redis.call('ZRANGE', prefix .. 'delayed', 0, 0, 'WITHSCORES')[2]
+  return #due, next_due or false
 end
