@@ -1,4 +1,4 @@
-"""polybus: one messaging API — work queue, pub/sub, routed, RPC — on RabbitMQ, Redis or memory.
+"""polybus: one messaging API (work queue, pub/sub, routed, RPC) on RabbitMQ, Redis, NATS, memory.
 
     import polybus
     with polybus.connect() as bus:          # URL argument, else $POLYBUS_URL, else memory://
@@ -34,6 +34,7 @@ from polybus.core.errors import (
     UnknownScheme,
     Unroutable,
 )
+from polybus.core.retry import RetryPolicy
 from polybus.core.transport import Capabilities, Transport
 
 __version__ = "0.1.0"
@@ -58,6 +59,7 @@ __all__ = [
     "PublishFailed",
     "ReceiveTimeout",
     "RemoteError",
+    "RetryPolicy",
     "Router",
     "Rpc",
     "RpcTimeout",

@@ -13,6 +13,7 @@ from polybus.core.bus import AsyncBus
 from polybus.core.codecs import Codec
 from polybus.core.message import AsyncMessage
 from polybus.core.pubsub import PubSub
+from polybus.core.retry import RetryPolicy
 from polybus.core.router import Router
 from polybus.core.rpc import Rpc
 from polybus.core.subscription import Subscription
@@ -24,6 +25,7 @@ __all__ = [
     "AsyncBus",
     "AsyncMessage",
     "PubSub",
+    "RetryPolicy",
     "Router",
     "Rpc",
     "Subscription",

@@ -74,6 +74,7 @@ def test_public_exports_are_deliberate():
             "PublishFailed",
             "ReceiveTimeout",
             "RemoteError",
+            "RetryPolicy",
             "Router",
             "Rpc",
             "RpcTimeout",
@@ -122,7 +123,9 @@ def test_an_option_the_transport_cannot_honour_is_refused_not_ignored():
         @classmethod
         def capabilities_for(cls, url):
             capabilities = MemoryTransport.capabilities_for(url)
-            return replace(capabilities, priority=False, ttl=False, reason="a plain test broker")
+            return replace(
+                capabilities, priority=False, ttl=False, delay=False, reason="a plain test broker"
+            )
 
     transport = NoFrills(parse_url("memory://no-frills"))
     with polybus.connect(transport=transport) as bus:
@@ -130,5 +133,24 @@ def test_an_option_the_transport_cannot_honour_is_refused_not_ignored():
             bus.work_queue("urgent", max_priority=5).send("x")
         with pytest.raises(polybus.CapabilityMissing, match="ttl"):
             bus.work_queue("plain").send("x", ttl=1.0)
+        with pytest.raises(polybus.CapabilityMissing, match="delay"):
+            bus.work_queue("plain").send("x", delay=1.0)
         bus.work_queue("plain").send("fine")
         assert bus.work_queue("plain").size() == 1
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_retries": -1},
+        {"backoff": -1},
+        {"factor": 0.5},
+        {"jitter": 2},
+        {"retry_on": ValueError},
+        {"dead_letter_on": ("ValueError",)},
+    ],
+    ids=lambda options: next(iter(options)),
+)
+def test_a_bad_retry_policy_is_refused_when_made(options):
+    with pytest.raises(polybus.InvalidArgument):
+        polybus.RetryPolicy(**options)

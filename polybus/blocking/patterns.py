@@ -14,6 +14,7 @@ from polybus.blocking.subscription import Subscription
 from polybus.core import pubsub, router, rpc, workqueue
 from polybus.core import worker as core_worker
 from polybus.core.decorators import Handler, handler_or_decorator
+from polybus.core.retry import RetryPolicy
 
 
 class Worker(Blocking[core_worker.Worker]):
@@ -63,7 +64,7 @@ class WorkQueue(Blocking[workqueue.WorkQueue]):
         *,
         prefetch: int | None = ...,
         concurrency: int = ...,
-        retries: int = ...,
+        retries: int | RetryPolicy = ...,
     ) -> Callable[[Handler], Handler]: ...
 
     @overload
@@ -73,7 +74,7 @@ class WorkQueue(Blocking[workqueue.WorkQueue]):
         *,
         prefetch: int | None = ...,
         concurrency: int = ...,
-        retries: int = ...,
+        retries: int | RetryPolicy = ...,
     ) -> Worker: ...
 
     def worker(
@@ -82,10 +83,11 @@ class WorkQueue(Blocking[workqueue.WorkQueue]):
         *,
         prefetch: int | None = None,
         concurrency: int = 1,
-        retries: int = 3,
+        retries: int | RetryPolicy = 3,
     ) -> Worker | Callable[[Handler], Handler]:
         """Run ``handler(message)`` on each message on worker threads: ack on return; on an
-        exception send it again up to ``retries`` times, then dead-letter it. As a decorator
+        exception send it again, delayed, as the ``retries`` policy says (a number: that many
+        retries, 0.5 s doubling), then dead-letter it. As a decorator
         (``@q.worker(prefetch=1)``) it starts the worker and returns the function unchanged."""
         core = self._core
         return _started(

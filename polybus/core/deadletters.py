@@ -37,6 +37,8 @@ Outcome = Literal["acked", "retried", "dead_lettered"]
 REJECTED = "rejected"
 EXPIRED = "expired"
 RETRIES_EXHAUSTED = "retries-exhausted"
+NOT_RETRIED = "not-retried"
+"""The handler raised what the worker's retry policy does not retry."""
 UNDECODABLE = "undecodable"
 
 MAX_TEXT = 2000

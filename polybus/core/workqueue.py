@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from polybus.core.arguments import check_bool, check_int, check_prefetch, check_ttl
 from polybus.core.deadletters import (
+    NOT_RETRIED,
     RETRIES_EXHAUSTED,
     Outcome,
     dead_letter,
@@ -18,6 +19,7 @@ from polybus.core.decorators import Handler, handler_or_decorator
 from polybus.core.headers import RETRIES
 from polybus.core.limits import MAX_NAME, MAX_PRIORITY
 from polybus.core.names import check_name, derived_name
+from polybus.core.retry import RetryPolicy, retry_policy
 from polybus.core.subscription import ConsumeSpec, Subscription
 from polybus.core.transport import Delivery, QueueOptions
 from polybus.core.worker import Worker, start_handler_worker
@@ -139,7 +141,7 @@ class WorkQueue:
         *,
         prefetch: int | None = ...,
         concurrency: int = ...,
-        retries: int = ...,
+        retries: int | RetryPolicy = ...,
     ) -> Callable[[Handler], Handler]: ...
 
     @overload
@@ -149,7 +151,7 @@ class WorkQueue:
         *,
         prefetch: int | None = ...,
         concurrency: int = ...,
-        retries: int = ...,
+        retries: int | RetryPolicy = ...,
     ) -> Coroutine[Any, Any, Worker]: ...
 
     def worker(
@@ -158,19 +160,20 @@ class WorkQueue:
         *,
         prefetch: int | None = None,
         concurrency: int = 1,
-        retries: int = 3,
+        retries: int | RetryPolicy = 3,
     ) -> Coroutine[Any, Any, Worker] | Callable[[Handler], Handler]:
         """Run ``handler(message)`` on each message — a coroutine on the loop, a plain function
-        on the worker's own threads: ack on return; on an exception, send it again up to
-        ``retries`` times, then move it to the dead-letter queue. As a decorator
+        on the worker's own threads: ack on return; on an exception, send it again, delayed,
+        as the ``retries`` policy says (a number: that many retries with the default backoff,
+        0.5 s doubling), then move it to the dead-letter queue. As a decorator
         (``@q.worker(prefetch=1)``) it starts the worker and returns the function."""
 
         concurrency = check_int(concurrency, "concurrency", 1)
-        retries = check_int(retries, "retries", 0)
+        policy = retry_policy(retries)
         spec = self._spec(prefetch if prefetch is not None else concurrency)
 
         def start(function: Callable[..., Any]) -> Coroutine[Any, Any, Worker]:
-            return self._start_worker(spec, function, concurrency, retries)
+            return self._start_worker(spec, function, concurrency, policy)
 
         def start_soon(function: Callable[..., Any]) -> None:
             self._bus._start_soon(start(function), f"a worker on {self._name!r}")
@@ -178,34 +181,49 @@ class WorkQueue:
         return handler_or_decorator(handler, start, start_soon)
 
     async def _start_worker(
-        self, spec: ConsumeSpec, handler: Callable[..., Any], concurrency: int, retries: int
+        self, spec: ConsumeSpec, handler: Callable[..., Any], concurrency: int, policy: RetryPolicy
     ) -> Worker:
+        if policy.max_retries and policy.backoff and not self._bus.capabilities.delay:
+            log.warning(
+                "a worker on %s retries at once: %s:// cannot delay a message (%s)",
+                self._name,
+                self._bus._transport.url.scheme,
+                self._bus.capabilities.reason or "not supported",
+            )
+
         async def retry_or_dead_letter(delivery: Delivery, exc: Exception) -> Outcome:
-            return await self._handle_failure(spec, delivery, exc, retries)
+            return await self._handle_failure(spec, delivery, exc, policy)
 
         return await start_handler_worker(
             self._bus, spec, handler, concurrency=concurrency, on_failure=retry_or_dead_letter
         )
 
     async def _handle_failure(
-        self, spec: ConsumeSpec, delivery: Delivery, exc: Exception, retries: int
+        self, spec: ConsumeSpec, delivery: Delivery, exc: Exception, policy: RetryPolicy
     ) -> Outcome:
         envelope = delivery.envelope
         done = retries_of(envelope.headers)
-        if done < retries:
+        if policy.retries(exc, done):
+            # sent again delayed, then acked: a crash in between leaves it twice, never lost;
+            # a message with a TTL is not delayed (a delayed message cannot expire yet)
+            delay = policy.delay(done + 1)
+            can_delay = self._bus.capabilities.delay and envelope.expiration is None
             headers = {**envelope.headers, RETRIES: done + 1}
-            await self._bus._broker.publish("", self._name, replace(envelope, headers=headers))
+            again = replace(envelope, headers=headers, delay=delay if can_delay else None)
+            await self._bus._broker.publish("", self._name, again)
             await self._bus._broker.ack(delivery)
             log.warning(
-                "retrying message %s on %s (%d/%d): %r",
+                "retrying message %s on %s (%d/%d) in %.2fs: %r",
                 envelope.message_id,
                 self._name,
                 done + 1,
-                retries,
+                policy.max_retries,
+                again.delay or 0.0,
                 exc,
             )
             return "retried"
-        return await dead_letter(self._bus, spec, delivery, RETRIES_EXHAUSTED, error=exc)
+        reason = RETRIES_EXHAUSTED if done >= policy.max_retries else NOT_RETRIED
+        return await dead_letter(self._bus, spec, delivery, reason, error=exc)
 
     async def size(self) -> int:
         """Messages waiting (not counting those delivered and unacked)."""
