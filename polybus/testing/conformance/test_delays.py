@@ -90,8 +90,8 @@ async def test_a_delayed_persistent_message_survives_a_broker_restart(connect, b
     # Given a persistent message delayed past a broker restart
     bus = await connect(broker_control.url)
     q = bus.work_queue("delayed-durable")
-    await q.send("kept", delay=4.0)
     sent = time.monotonic()
+    await q.send("kept", delay=4.0)
     # When the broker restarts before it is due
     await broker_control.restart()
     # Then it is delivered after the restart, not before its time

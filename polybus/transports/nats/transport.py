@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, replace
@@ -62,6 +63,12 @@ from polybus.transports.kit import Topology
 from polybus.transports.nats import _connection as connection
 from polybus.transports.nats._codec import decode, encode, size
 from polybus.transports.nats._consumer import PROBE, PullConsumer, TransientQueue
+from polybus.transports.nats._delays import (
+    DUE_HEADER,
+    DelayMover,
+    delay_consumer_config,
+    delay_stream_config,
+)
 from polybus.transports.nats._errors import (
     ERRORS,
     FAILURES,
@@ -109,8 +116,7 @@ CAPABILITIES = Capabilities(
     dead_letter=True,
     delivery_count=True,
     mandatory=True,
-    reason="delayed delivery: JetStream (nats-server 2.9) cannot hold a message back until a"
-    " time, and polybus does not yet emulate it there",
+    delay=True,
 )
 
 
@@ -165,6 +171,11 @@ class NatsTransport(Transport):
         self._chores: set[asyncio.Task[None]] = set()
         self._last_error: BaseException | None = None
         self._closed = False
+        namespace = given["namespace"]
+        delays = f"{namespace}.~delay" if namespace else "~delay"  # no user name has a ~
+        self._delay_stream = self._names.stream(delays)
+        self._delay_subject = self._names.subject(delays)
+        self._mover: DelayMover | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -201,6 +212,8 @@ class NatsTransport(Transport):
             raise ConnectionFailed(f"cannot connect to {self.url.redacted()}: {why}") from None
         self._alive = KeepAlive(self._renewing_connection, self._held, self._renewal_interval)
         self._alive.start()
+        if await self._stream_named(self._delay_stream):
+            self._start_mover()  # what others delayed, released even once they are gone
 
     async def _renewing_connection(self) -> Client:
         """The keep-alive thread's own connection (opened on its loop)."""
@@ -320,6 +333,8 @@ class NatsTransport(Transport):
         await connection.disconnect(self._nc)
 
     async def _stop_background(self) -> None:
+        if self._mover is not None:
+            await self._mover.stop()
         if self._alive is not None:
             self._alive.stop()
         if self._replaying is not None:
@@ -661,17 +676,76 @@ class NatsTransport(Transport):
     async def _stream_exists(self, queue: str, level: int) -> bool:
         """Whether the stream of a queue's priority level exists (an unknown answer, as
         while a cluster elects its leader, counts as yes)."""
+        return await self._stream_named(self._names.stream(queue, level))
+
+    async def _stream_named(self, stream: str) -> bool:
         try:
-            await self._js.stream_info(self._names.stream(queue, level))
+            await self._js.stream_info(stream)
         except js_errors.NotFoundError:
             return False
         except ERRORS:
             return True
         return True
 
+    # -- delays (_delays) -------------------------------------------------------------------
+
+    def _start_mover(self) -> None:
+        if self._mover is None:
+
+            async def route(exchange: str, key: str, envelope: Envelope) -> None:
+                await self.publish(exchange, key, envelope)
+
+            self._mover = DelayMover(self._js, self._delay_stream, route)
+            self._mover.start()
+
+    async def _declare_delays(self) -> None:
+        what = "declaring the delay stream"
+        config = delay_stream_config(self._delay_stream, self._delay_subject, self._replicas)
+        await self._call(self._js.add_stream(config), what)
+        try:
+            await self._js.add_consumer(self._delay_stream, delay_consumer_config(self._heartbeat))
+        except js_errors.APIError as exc:
+            if exc.err_code not in (10013, 10148):  # another connection's, with its ack wait
+                raise translate(exc, ConnectionFailed, what) from exc
+        except ERRORS as exc:
+            raise translate(exc, ConnectionFailed, what) from exc
+
+    async def _publish_delayed(self, exchange: str, key: str, envelope: Envelope) -> None:
+        """To the namespace's delay stream, due ``envelope.delay`` seconds from now; declared
+        again if it is gone (deleted elsewhere), never a silent loss."""
+        assert envelope.delay is not None
+        if exchange:
+            await self._exchange(exchange)  # NotFound now, as for any publish
+        due_ms = math.ceil((time.time() + envelope.delay) * 1000)  # never early
+        headers, payload = self._encoded(replace(envelope, delay=None), exchange, key)
+        headers[DUE_HEADER] = str(due_ms)
+        for attempt in (1, 2):
+            if self._mover is None:
+                await self._declare_delays()
+                self._start_mover()
+            try:
+                await self._js.publish(self._delay_subject, payload, headers=headers)
+                return
+            except js_errors.NoStreamResponseError:
+                if attempt == 2:
+                    raise PublishFailed(
+                        f"the delay stream {self._delay_stream!r} took no message though just"
+                        " declared"
+                    ) from None
+                if self._mover is not None:
+                    await self._mover.stop()
+                    self._mover = None
+            except ERRORS as exc:
+                raise translate(
+                    exc, PublishFailed, "publishing a delayed message: the outcome is unknown"
+                ) from exc
+
     async def publish(
         self, exchange: str, key: str, envelope: Envelope, *, mandatory: bool = False
     ) -> None:
+        if envelope.delay is not None:
+            await self._publish_delayed(exchange, key, envelope)
+            return
         headers, payload = self._encoded(envelope, exchange, key)
         targets = await self._targets(exchange, key)
         priority = envelope.priority

@@ -15,6 +15,7 @@ one publisher reach a queue in the order they were published.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,7 +140,7 @@ class Publisher:
         (with a ``delay``: until it keeps them for later)."""
         loop = asyncio.get_running_loop()
         waiters: list[asyncio.Future[None]] = []
-        delay_ms = None if delay is None else max(1, round(delay * 1000))
+        delay_ms = None if delay is None else math.ceil(delay * 1000)
         for key, envelopes in runs:
             for start in range(0, len(envelopes), BATCH):
                 done = loop.create_future()

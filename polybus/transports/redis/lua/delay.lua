@@ -9,7 +9,7 @@ local FIRST_MESSAGE = 5
 if exchange ~= '' and redis.call('EXISTS', prefix .. 'x:' .. exchange) == 0 then
   return not_found('exchange', exchange)
 end
-local due = now_ms() + delay
+local due = now_ms() + delay + 1  -- now_ms rounds down: never early
 for i = FIRST_MESSAGE, #ARGV, 4 do
   local id = redis.call('INCR', prefix .. 'dseq')
   local fields = {'x', exchange, 'k', key, 'b', ARGV[i], 'm', ARGV[i + 1]}
