@@ -14,12 +14,14 @@ PATTERNS: dict[str, tuple[str, ...]] = {
     "latency": ("latency",),
     "fanout": ("fanout",),
     "rpc": ("rpc-seq", "rpc-32"),
+    "delay": ("delay",),
 }
 CASES: tuple[str, ...] = tuple(case for cases in PATTERNS.values() for case in cases)
 SUBSCRIBERS = 4  # fanout
 RPC_IN_FLIGHT = 32
 BATCH = 100  # send_many batch, publishes in flight, consumer prefetch
 TIMEOUT = 30.0  # a receive or call that waits longer than this fails the case (never a hang)
+MAX_DELAY = 2.0  # delay: each message is delayed by a random 0 to this many seconds
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,11 @@ class Plan:
     @property
     def rpc(self) -> int:
         return max(RPC_IN_FLIGHT, self.messages // 10)
+
+    @property
+    def delayed(self) -> int:
+        """Messages sent delayed (twice the work queue's: 10,000 by default)."""
+        return max(10, self.messages * 2)
 
     @property
     def cases(self) -> tuple[str, ...]:

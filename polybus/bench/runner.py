@@ -97,6 +97,7 @@ async def _settle(tasks: set[asyncio.Task[Any]]) -> None:
 
 
 ASYNC_WORKLOADS = {
+    "delay": workloads.delay,
     "workqueue": workloads.workqueue,
     "latency": workloads.latency,
     "fanout": workloads.fanout,

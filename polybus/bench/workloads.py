@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import random
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from polybus.aio import AsyncBus, Subscription, WorkQueue
 from polybus.bench.model import (
     BATCH,
+    MAX_DELAY,
     RPC_IN_FLIGHT,
     SUBSCRIBERS,
     TIMEOUT,
@@ -125,6 +127,43 @@ async def latency(bus: AsyncBus, size: int, plan: Plan) -> list[Measurement]:
     if plan.latency / seconds < SUSTAINED * plan.rate:
         mode += "; rate NOT sustained: latency includes the backlog"
     return [Measurement("latency", plan.latency, seconds, mode, latencies)]
+
+
+async def delay(bus: AsyncBus, size: int, plan: Plan) -> list[Measurement]:
+    """Send N messages, each delayed by a random 0 to 2 s, ``BATCH`` sends in flight, and time
+    how late each arrives: its latency is receive time less the time it fell due (stamped in
+    the body at send, so the broker's own count starts later and a negative lateness would be
+    an early delivery)."""
+    queue = bus.work_queue(fresh("delay", size), dead_letter=None)
+    padding = body_of(max(0, size - _STAMP.size))
+    rng = random.Random(size)  # the same delays on every broker
+    await queue.declare()
+    lateness: list[float] = []
+
+    async def send() -> None:
+        wait = rng.uniform(0, MAX_DELAY)
+        await queue.send(_STAMP.pack(time.perf_counter() + wait) + padding, delay=wait)
+
+    async def receive(sub: Subscription) -> None:
+        for _ in range(plan.delayed):
+            message = await sub.receive(TIMEOUT)
+            lateness.append(time.perf_counter() - _STAMP.unpack_from(message.data)[0])
+            await message.ack()
+
+    try:
+        async with queue.consume(prefetch=BATCH) as sub:
+            receiver = asyncio.ensure_future(receive(sub))
+            started = time.perf_counter()
+            await in_flight(send, plan.delayed, BATCH)
+            await receiver
+            seconds = time.perf_counter() - started
+    finally:
+        await queue.delete()
+    mode = (
+        f"random 0-{MAX_DELAY:g} s delays; p50/p95/p99 are lateness past due, the earliest"
+        f" {min(lateness) * 1000:+.1f} ms"
+    )
+    return [Measurement("delay", plan.delayed, seconds, mode, [max(0.0, x) for x in lateness])]
 
 
 async def fanout(bus: AsyncBus, size: int, plan: Plan) -> list[Measurement]:

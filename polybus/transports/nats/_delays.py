@@ -100,8 +100,7 @@ class DelayMover:
                 subscription = None
                 await asyncio.sleep(RETRY_PAUSE)
                 continue
-            for message in messages:
-                await self._release_or_wait(message)
+            await asyncio.gather(*(self._release_or_wait(message) for message in messages))
 
     async def _release_or_wait(self, message: Any) -> None:
         try:

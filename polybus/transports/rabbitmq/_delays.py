@@ -9,7 +9,7 @@ so the queue's head is always the first due: RabbitMQ expires messages only at t
 
 A delay is rounded up to its level, so a message is never early and late by at most one level
 step: 50 ms, or a sixteenth of the delay above 800 ms. The cost is a quorum queue (and a
-binding) per level and target exchange in use, kept until deleted.
+binding) per level and target exchange in use, deleted ten minutes after its last use.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ DELAY_HEADER = DELAY_ROUTE
 exchange ignores every ``x-`` header)."""
 
 MIN_STEP_MS = 50
+UNUSED_MS = 600_000
+"""A delay queue is deleted this long (beyond its level) after it was last declared: a queue
+that takes messages is declared again at least every ``REDECLARE`` seconds, so it outlives the
+last message it holds, and the levels nobody uses any more go away."""
+REDECLARE = 60.0
 
 
 def level_ms(delay: float) -> int:
@@ -52,15 +57,15 @@ def delay_queue(namespace: str, exchange: str, level: int) -> str:
 
 def delay_queue_arguments(exchange: str, level: int) -> dict[str, Any]:
     """A level's queue: a quorum queue (replicated on a cluster), its TTL the level,
-    dead-lettering to the target exchange with each message's own routing key, at least once:
-    a message is kept until the target took it (a classic queue drops what it dead-letters to a
-    queue not yet up, as after a restart)."""
+    dead-lettering to the target exchange with each message's own routing key. Dead-lettering
+    is at most once: RabbitMQ 3.10's at-least-once strategy leaves messages of a queue without
+    consumers unexpired (rabbitmq-server#10718), so a message that falls due while the broker
+    boots may be lost, dead-lettered before its target queue is up (docs/operating.md)."""
     return {
         "x-queue-type": "quorum",
         "x-message-ttl": level,
         "x-dead-letter-exchange": exchange,
-        "x-dead-letter-strategy": "at-least-once",
-        "x-overflow": "reject-publish",
+        "x-expires": level + UNUSED_MS,
     }
 
 

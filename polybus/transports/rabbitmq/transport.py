@@ -57,6 +57,7 @@ from polybus.transports.rabbitmq._convert import (
 )
 from polybus.transports.rabbitmq._delays import (
     DELAY_HEADER,
+    REDECLARE,
     delay_exchange,
     delay_queue,
     delay_queue_arguments,
@@ -134,7 +135,7 @@ class RabbitMQTransport(Transport):
         self._unsent: list[Pending] = []  # unconfirmed when the connection dropped
         self._topology = Topology()
         self._delay_exchange = delay_exchange(self.url.settings["namespace"])
-        self._delay_queues: set[str] = set()  # declared by this transport
+        self._delay_queues: dict[str, float] = {}  # when this transport last declared each
         self._resuming: set[asyncio.Task[None]] = set()
         self._tags = itertools.count(1)
         self._tag_prefix = f"polybus-{os.urandom(4).hex()}"
@@ -518,13 +519,14 @@ class RabbitMQTransport(Transport):
         queue = delay_queue(self.url.settings["namespace"], exchange, level)
         waiting = replace(envelope, headers={**envelope.headers, DELAY_HEADER: queue}, delay=None)
         for attempt in (1, 2):
-            if queue not in self._delay_queues:
+            declared = self._delay_queues.get(queue)
+            if declared is None or time.monotonic() - declared > REDECLARE:
                 await self._declare_delay_queue(queue, exchange, level)
             try:
                 await self._publish_confirmed(self._delay_exchange, key, waiting, True)
                 return
             except Unroutable:
-                self._delay_queues.discard(queue)
+                self._delay_queues.pop(queue, None)
                 if attempt == 2:
                     raise PublishFailed(
                         f"delay queue {queue!r} took no message though just declared"
@@ -536,7 +538,14 @@ class RabbitMQTransport(Transport):
         arguments = delay_queue_arguments(exchange, level)
 
         async def declare(ch: AmqpChannel) -> None:
-            await ch.call(doing, ch.channel.exchange_declare, delays, "headers", durable=True)
+            await ch.call(
+                doing,
+                ch.channel.exchange_declare,
+                delays,
+                "headers",
+                durable=True,
+                auto_delete=True,  # with its last delay queue
+            )
             await ch.call(doing, ch.channel.queue_declare, queue, durable=True, arguments=arguments)
             await ch.call(
                 doing,
@@ -547,7 +556,7 @@ class RabbitMQTransport(Transport):
             )
 
         await self._on_channel(doing, declare)
-        self._delay_queues.add(queue)
+        self._delay_queues[queue] = time.monotonic()  # its expiry timer starts again
 
     async def publish_unconfirmed(self, exchange: str, key: str, envelope: Envelope) -> None:
         """On a channel without confirms: no ack frame to wait for and read."""
