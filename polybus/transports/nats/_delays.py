@@ -1,12 +1,15 @@
 """Delayed messages on JetStream 2.9, which cannot hold a message back until a time itself.
 
 A delayed message is published, as any message, to its namespace's delay stream (file-stored,
-work-queue retention, one durable pull consumer), with the time it falls due in a header. Every
-connection that has seen the stream runs a ``DelayMover``: it pulls from that consumer and, for
-each message, routes it as published then (the transport's own ``publish``) once it is due, then
-acks it; a message not yet due is returned with a NAK that asks JetStream to deliver it again
-exactly when it falls due. So the server keeps the time, nothing polls, and any live connection
-of the namespace releases what a connection that has gone delayed.
+work-queue retention, one durable consumer), with the time it falls due in a header. Every
+connection that has seen the stream runs a ``DelayMover``, which takes that consumer's
+deliveries (a push consumer whose queue group every mover joins) and routes each message as
+published then (the transport's own ``publish``) once it is due, then acks it. A message due
+within half the ack wait is held until its time on this side (a timer: precise, and within the
+ack wait, so nobody else gets it meanwhile); one due later is returned with a NAK asking
+JetStream to deliver it again a quarter of the ack wait before it falls due. So the server
+keeps the long waits, nothing polls, and any live connection of the namespace releases what a
+connection that has gone delayed.
 
 A message is routed, then acked: a mover that dies in between leaves it to be routed again (at
 least once, as every polybus delivery). Due times are the publisher's clock.
@@ -22,7 +25,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.js import api
-from nats.js import errors as js_errors
 
 from polybus.core.errors import NotFound, PolybusError
 from polybus.core.transport import Envelope
@@ -34,8 +36,8 @@ log = logging.getLogger("polybus.nats")
 DUE_HEADER = "Polybus-Due"
 """When a delayed message falls due, in milliseconds since the epoch."""
 
-BATCH = 100
-PULL_WAIT = 5.0
+MOVERS = "polybus-movers"
+"""The durable push consumer of a delay stream, and the queue group its movers share."""
 RETRY_PAUSE = 1.0
 """Seconds before a message whose routing failed (the server unreachable) is tried again."""
 
@@ -56,7 +58,6 @@ def delay_stream_config(stream: str, subject: str, replicas: int) -> api.StreamC
 
 def delay_consumer_config(ack_wait: float) -> api.ConsumerConfig:
     return api.ConsumerConfig(
-        durable_name="polybus",
         ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=ack_wait,
         max_deliver=-1,
@@ -65,51 +66,72 @@ def delay_consumer_config(ack_wait: float) -> api.ConsumerConfig:
 
 
 class DelayMover:
-    """Pulls a namespace's delayed messages and routes each when it falls due."""
+    """Takes a namespace's delayed messages as JetStream pushes them (one push consumer, its
+    deliveries shared by every connection's mover) and routes each when it falls due."""
 
-    def __init__(self, js: Any, stream: str, route: Route) -> None:
+    def __init__(self, js: Any, stream: str, subject: str, route: Route, ack_wait: float) -> None:
         self._js = js
         self._stream = stream
+        self._subject = subject
         self._route = route
-        self._task: asyncio.Task[None] | None = None
+        self._ack_wait = ack_wait
+        self._hold = ack_wait / 2
+        self._subscription: Any = None
+        self._working: set[asyncio.Task[None]] = set()
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
+    async def start(self) -> None:
+        """Join the movers of the stream (creating their consumer the first time)."""
+        self._subscription = await self._js.subscribe(
+            self._subject,
+            queue=MOVERS,
+            durable=MOVERS,
+            stream=self._stream,
+            cb=self._on_message,
+            manual_ack=True,
+            config=delay_consumer_config(self._ack_wait),
+        )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
+        """Stop taking messages; what is held comes back to another mover after its ack wait."""
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            with contextlib.suppress(*ERRORS):
+                await subscription.unsubscribe()
+        working = list(self._working)
+        for task in working:
             task.cancel()
+        for task in working:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _run(self) -> None:
-        subscription = None
-        while True:
-            try:
-                if subscription is None:
-                    subscription = await self._js.pull_subscribe_bind(
-                        "polybus", stream=self._stream
-                    )
-                messages = await subscription.fetch(BATCH, timeout=PULL_WAIT)
-            except (TimeoutError, asyncio.TimeoutError, js_errors.FetchTimeoutError):
-                continue  # nothing came within the pull's life: ask again
-            except ERRORS as exc:  # disconnected, or the stream is being recreated
-                log.debug("delayed messages of %s: %r; pulling again", self._stream, exc)
-                subscription = None
-                await asyncio.sleep(RETRY_PAUSE)
-                continue
-            await asyncio.gather(*(self._release_or_wait(message) for message in messages))
+    async def _on_message(self, message: Any) -> None:
+        # nats-py calls this once at a time: the work goes on in a task of its own
+        task = asyncio.ensure_future(self._release_or_wait(message))
+        self._working.add(task)
+        task.add_done_callback(self._working.discard)
 
     async def _release_or_wait(self, message: Any) -> None:
         try:
             due_ms = int((message.headers or {})[DUE_HEADER])
-            wait = due_ms / 1000 - time.time()
-            if wait > 0:
-                await message.nak(delay=wait)
-                return
-            envelope, exchange, key, _, defect = decode(message.headers, message.data)
+        except (KeyError, ValueError):
+            log.error("dropped a message of %s without a due time", self._stream)
+            with contextlib.suppress(*ERRORS):
+                await message.ack()
+            return
+        wait = due_ms / 1000 - time.time()
+        if wait > self._hold:
+            with contextlib.suppress(*ERRORS):  # else JetStream delivers it after the ack wait
+                await message.nak(delay=wait - self._hold / 2)
+        else:
+            await self._release(message, wait)
+
+    async def _release(self, message: Any, wait: float = 0.0) -> None:
+        """Route a message as published then, once ``wait`` seconds have passed, and ack it;
+        if it cannot be routed now, it comes back a little later."""
+        if wait > 0:
+            await asyncio.sleep(wait)
+        envelope, exchange, key, _, defect = decode(message.headers, message.data)
+        try:
             if defect is None:
                 # an exchange deleted meanwhile routes it nowhere, as on any broker
                 with contextlib.suppress(NotFound):
@@ -121,7 +143,3 @@ class DelayMover:
             log.warning("could not release a delayed message yet (%r); trying again", exc)
             with contextlib.suppress(*ERRORS):
                 await message.nak(delay=RETRY_PAUSE)
-        except (KeyError, ValueError):
-            log.error("dropped a message of %s without a due time", self._stream)
-            with contextlib.suppress(*ERRORS):
-                await message.ack()

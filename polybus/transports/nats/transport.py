@@ -63,12 +63,7 @@ from polybus.transports.kit import Topology
 from polybus.transports.nats import _connection as connection
 from polybus.transports.nats._codec import decode, encode, size
 from polybus.transports.nats._consumer import PROBE, PullConsumer, TransientQueue
-from polybus.transports.nats._delays import (
-    DUE_HEADER,
-    DelayMover,
-    delay_consumer_config,
-    delay_stream_config,
-)
+from polybus.transports.nats._delays import DUE_HEADER, DelayMover, delay_stream_config
 from polybus.transports.nats._errors import (
     ERRORS,
     FAILURES,
@@ -213,7 +208,7 @@ class NatsTransport(Transport):
         self._alive = KeepAlive(self._renewing_connection, self._held, self._renewal_interval)
         self._alive.start()
         if await self._stream_named(self._delay_stream):
-            self._start_mover()  # what others delayed, released even once they are gone
+            await self._start_mover()  # what others delayed, released even once they are gone
 
     async def _renewing_connection(self) -> Client:
         """The keep-alive thread's own connection (opened on its loop)."""
@@ -689,26 +684,21 @@ class NatsTransport(Transport):
 
     # -- delays (_delays) -------------------------------------------------------------------
 
-    def _start_mover(self) -> None:
+    async def _start_mover(self) -> None:
         if self._mover is None:
 
             async def route(exchange: str, key: str, envelope: Envelope) -> None:
                 await self.publish(exchange, key, envelope)
 
-            self._mover = DelayMover(self._js, self._delay_stream, route)
-            self._mover.start()
+            mover = DelayMover(
+                self._js, self._delay_stream, self._delay_subject, route, self._heartbeat
+            )
+            await self._call(mover.start(), "taking delayed messages")
+            self._mover = mover
 
     async def _declare_delays(self) -> None:
-        what = "declaring the delay stream"
         config = delay_stream_config(self._delay_stream, self._delay_subject, self._replicas)
-        await self._call(self._js.add_stream(config), what)
-        try:
-            await self._js.add_consumer(self._delay_stream, delay_consumer_config(self._heartbeat))
-        except js_errors.APIError as exc:
-            if exc.err_code not in (10013, 10148):  # another connection's, with its ack wait
-                raise translate(exc, ConnectionFailed, what) from exc
-        except ERRORS as exc:
-            raise translate(exc, ConnectionFailed, what) from exc
+        await self._call(self._js.add_stream(config), "declaring the delay stream")
 
     async def _publish_delayed(self, exchange: str, key: str, envelope: Envelope) -> None:
         """To the namespace's delay stream, due ``envelope.delay`` seconds from now; declared
@@ -722,7 +712,7 @@ class NatsTransport(Transport):
         for attempt in (1, 2):
             if self._mover is None:
                 await self._declare_delays()
-                self._start_mover()
+                await self._start_mover()
             try:
                 await self._js.publish(self._delay_subject, payload, headers=headers)
                 return
