@@ -72,6 +72,19 @@ async def test_a_delayed_publish_is_routed_by_its_key_when_it_is_due(connect):
 
 
 @pytest.mark.requires("delay")
+async def test_a_delayed_publish_reaches_who_subscribed_before_it_fell_due(connect):
+    # Given a message published delayed to a fanout nobody listens to yet
+    bus = await connect()
+    logs = bus.pubsub("delayed-logs")
+    await logs.publish("later", delay=1.0)
+    # When a subscriber comes before it falls due
+    async with logs.subscribe() as sub:
+        # Then it gets it: a delayed message is routed when it falls due
+        msg = await sub.receive(timeout=10)
+        assert msg.body == "later"
+
+
+@pytest.mark.requires("delay")
 async def test_a_delayed_message_keeps_its_properties(connect):
     bus = await connect()
     q = bus.work_queue("delayed-props")
