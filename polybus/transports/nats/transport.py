@@ -25,7 +25,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
@@ -400,12 +400,27 @@ class NatsTransport(Transport):
             max_ack_pending=-1,
         )
         try:
-            await self._js.add_consumer(stream, consumer)
+            await self._once_known(lambda: self._js.add_consumer(stream, consumer))
         except js_errors.APIError as exc:
             if exc.err_code not in (10013, 10148):  # another connection's, with its ack wait
                 raise translate(exc, ConnectionFailed, what) from exc
         except ERRORS as exc:
             raise translate(exc, ConnectionFailed, what) from exc
+
+    async def _once_known(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run a call on a stream just created, again while the server answers that there is
+        no such stream: in a cluster, the server that takes the call may not have heard of it
+        yet. Up to ``UNANSWERED_SHARE`` of ``operation_timeout``."""
+        bound = time.monotonic() + self.url.settings["operation_timeout"] * UNANSWERED_SHARE
+        pause = 0.02
+        while True:
+            try:
+                return await call()
+            except js_errors.NotFoundError:
+                if time.monotonic() + pause > bound:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     async def delete_queue(self, name: str) -> None:
         what = f"deleting queue {name!r}"
@@ -693,7 +708,7 @@ class NatsTransport(Transport):
             mover = DelayMover(
                 self._js, self._delay_stream, self._delay_subject, route, self._heartbeat
             )
-            await self._call(mover.start(), "taking delayed messages")
+            await self._call(self._once_known(mover.start), "taking delayed messages")
             self._mover = mover
 
     async def _declare_delays(self) -> None:
