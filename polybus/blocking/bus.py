@@ -10,7 +10,7 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any
 
-from polybus.blocking.bridge import Blocking, builds, mirrors
+from polybus.blocking.bridge import Blocking, builds, mirrors, waits
 from polybus.blocking.message import Message
 from polybus.blocking.patterns import PubSub, Router, Rpc, WorkQueue
 from polybus.blocking.portal import Portal
@@ -35,6 +35,7 @@ class Bus(Blocking[AsyncBus]):
     pubsub = builds(AsyncBus.pubsub, PubSub)
     router = builds(AsyncBus.router, Router)
     rpc = builds(AsyncBus.rpc, Rpc)
+    queue_names = waits(AsyncBus.queue_names)
 
     def __init__(
         self,

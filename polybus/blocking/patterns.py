@@ -11,7 +11,7 @@ from typing import Any, overload
 from polybus.blocking.bridge import Blocking, mirrors, waits, waits_into
 from polybus.blocking.portal import Portal
 from polybus.blocking.subscription import Subscription
-from polybus.core import pubsub, router, rpc, workqueue
+from polybus.core import dead_letter_queue, pubsub, router, rpc, workqueue
 from polybus.core import worker as core_worker
 from polybus.core.decorators import Handler, handler_or_decorator
 from polybus.core.retry import RetryPolicy
@@ -41,17 +41,34 @@ def _started(
     return handler_or_decorator(handler, run, run)
 
 
+class DeadLetters(Blocking[dead_letter_queue.DeadLetters]):
+    """The dead letters of a queue: see why each died, replay them, or discard them."""
+
+    queue = mirrors[str | None]("queue")
+    count = waits(dead_letter_queue.DeadLetters.count)
+    peek = waits(dead_letter_queue.DeadLetters.peek)
+    replay = waits(dead_letter_queue.DeadLetters.replay)
+    discard = waits(dead_letter_queue.DeadLetters.discard)
+
+
 class WorkQueue(Blocking[workqueue.WorkQueue]):
     """``send`` to it; ``consume`` it or run a ``worker`` on it. Declared on first use."""
 
     name = mirrors[str]("name")
     dead_letter_queue = mirrors[str | None]("dead_letter_queue")
+    stats = waits(workqueue.WorkQueue.stats)
+    peek = waits(workqueue.WorkQueue.peek)
     declare = waits(workqueue.WorkQueue.declare)
     send = waits(workqueue.WorkQueue.send)
     send_many = waits(workqueue.WorkQueue.send_many)
     size = waits(workqueue.WorkQueue.size)
     purge = waits(workqueue.WorkQueue.purge)
     delete = waits(workqueue.WorkQueue.delete)
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """Its dead letters: see why each died, replay them, or discard them."""
+        return DeadLetters(self._portal, self._core.dead_letters)
 
     def consume(self, *, prefetch: int = 1, auto_ack: bool = False) -> Subscription:
         """A subscription to the queue: ``with q.consume(prefetch=10) as sub: ...``."""

@@ -22,6 +22,7 @@ from polybus.core.transport import (
     Envelope,
     ExchangeKind,
     QueueOptions,
+    QueueStats,
     Transport,
 )
 
@@ -114,6 +115,17 @@ class Broker:
 
     async def queue_size(self, name: str) -> int:
         return await self._call(self.transport.queue_size(name), ("counting queue %r", name))
+
+    async def queue_stats(self, name: str) -> QueueStats:
+        return await self._call(self.transport.queue_stats(name), ("counting queue %r", name))
+
+    async def queue_names(self) -> list[str]:
+        return await self._call(
+            self.transport.queue_names(), ("listing the queues of %s", self.where)
+        )
+
+    async def peek(self, name: str, limit: int) -> list[Delivery]:
+        return await self._call(self.transport.peek(name, limit), ("reading queue %r", name))
 
     async def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:
         await self._call(

@@ -167,6 +167,18 @@ class AsyncBus:
 
         return Rpc(self, name, declare=declare)
 
+    async def queue_names(self) -> list[str]:
+        """The broker's queues, sorted, by the names this bus gives them: with a namespace,
+        only the queues in it, without it in front.
+
+        :raises CapabilityMissing: the broker cannot list its queues (AMQP cannot).
+        """
+        names = await self._broker.queue_names()
+        if not self._namespace:
+            return names
+        prefix = f"{self._namespace}."
+        return [name[len(prefix) :] for name in names if name.startswith(prefix)]
+
     # -- what the patterns share ------------------------------------------------------------
 
     def _qualify(self, name: str, what: str = "queue") -> str:

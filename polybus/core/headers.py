@@ -45,10 +45,24 @@ DEAD_TRACEBACK = "x-polybus-dead-traceback"
 DEAD_AT = "x-polybus-dead-at"
 """When it first died, in milliseconds since the epoch."""
 
-PUBLIC = frozenset(
-    {RETRIES, DEAD_QUEUE, DEAD_REASON, DEAD_ERROR, DEAD_MESSAGE, DEAD_TRACEBACK, DEAD_AT}
+DEATH = frozenset({DEAD_QUEUE, DEAD_REASON, DEAD_ERROR, DEAD_MESSAGE, DEAD_TRACEBACK, DEAD_AT})
+"""The headers of a dead letter's death."""
+DEATH_HISTORY = frozenset(
+    {
+        "x-death",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-first-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+        "x-last-death-exchange",
+    }
 )
-"""The ``x-polybus-`` headers a sender may carry (a dead letter replayed with its headers)."""
+"""A broker's own record of a message's deaths (RabbitMQ's): a dead letter replayed to its
+queue leaves it behind, or it would read as dead there."""
+
+PUBLIC = DEATH | {RETRIES}
+"""The ``x-polybus-`` headers a sender may carry (a dead letter resent with its headers)."""
 
 _ascii_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1

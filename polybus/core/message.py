@@ -133,3 +133,13 @@ class AsyncMessage(BaseMessage):
     async def reject(self) -> None:
         """Drop it, or move it to the queue's dead-letter queue."""
         await self.nack(requeue=False)
+
+
+class PeekedMessage(BaseMessage):
+    """A message read without consuming it (``peek``): it stays in its queue, so there is
+    nothing to settle."""
+
+    __slots__ = ()
+
+    def __init__(self, delivery: Delivery) -> None:
+        super().__init__(delivery, None)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from polybus.core.errors import InvalidURL
+from polybus.core.errors import CapabilityMissing, InvalidURL
 from polybus.core.options import UrlOption
 from polybus.core.url import BrokerURL
 
@@ -89,6 +89,17 @@ DeliverCallback = Callable[[Delivery], None]
 
 
 @dataclass(frozen=True, slots=True)
+class QueueStats:
+    """How a queue is doing: ready messages, and, where the broker says, those delivered and
+    not yet acked and the consumers reading it (``None``: the broker does not say)."""
+
+    name: str
+    ready: int
+    unacked: int | None = None
+    consumers: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a transport can do; the conformance suite skips, with the reason, what it cannot."""
 
@@ -104,6 +115,10 @@ class Capabilities:
     delay: bool = False
     """A publish may ask for its message to be delivered no earlier than ``delay`` seconds
     later, durably (``Envelope.delay``)."""
+    peek: bool = False
+    """A queue's ready messages can be read without consuming them (``Transport.peek``)."""
+    list_queues: bool = False
+    """The broker can list its queues (``Transport.queue_names``)."""
     reason: str = ""
     """Why the missing capabilities are missing, shown on every skip they cause."""
 
@@ -184,6 +199,40 @@ class Transport(ABC):
 
         :raises NotFound: the queue does not exist.
         """
+
+    async def queue_stats(self, name: str) -> QueueStats:
+        """The queue's ready and unacked messages and its consumers, as far as the broker
+        says (``None`` where it does not).
+
+        :raises NotFound: the queue does not exist.
+        """
+        return QueueStats(name, await self.queue_size(name))
+
+    async def queue_names(self) -> list[str]:
+        """The names of the broker's queues that patterns use (not a transport's internal
+        ones, such as where delayed messages wait), sorted; only where
+        ``capabilities.list_queues``.
+
+        :raises CapabilityMissing: the broker cannot list its queues.
+        """
+        raise CapabilityMissing(
+            f"{self.url.scheme}:// cannot list queues"
+            f" ({self.capabilities.reason or 'not supported'}); name the queues instead"
+        )
+
+    async def peek(self, name: str, limit: int) -> list[Delivery]:
+        """The first ``limit`` ready messages of the queue, in the order they would be
+        delivered, left where they are (no consumer sees a difference: not redelivered, not
+        counted); only where ``capabilities.peek``. Each ``Delivery`` has ``tag`` ``None`` and
+        ``delivery_count`` the deliveries so far (0 if none).
+
+        :raises NotFound: the queue does not exist.
+        :raises CapabilityMissing: the broker cannot read a queue without consuming it.
+        """
+        raise CapabilityMissing(
+            f"{self.url.scheme}:// cannot read a queue without consuming it"
+            f" ({self.capabilities.reason or 'not supported'})"
+        )
 
     @abstractmethod
     async def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:

@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from polybus.core.arguments import check_bool, check_int, check_prefetch, check_ttl
+from polybus.core.dead_letter_queue import DeadLetters
 from polybus.core.deadletters import (
     NOT_RETRIED,
     RETRIES_EXHAUSTED,
@@ -17,11 +18,12 @@ from polybus.core.deadletters import (
 )
 from polybus.core.decorators import Handler, handler_or_decorator
 from polybus.core.headers import RETRIES
-from polybus.core.limits import MAX_NAME, MAX_PRIORITY
+from polybus.core.limits import MAX_NAME, MAX_PREFETCH, MAX_PRIORITY
+from polybus.core.message import PeekedMessage
 from polybus.core.names import check_name, derived_name
 from polybus.core.retry import RetryPolicy, retry_policy
 from polybus.core.subscription import ConsumeSpec, Subscription
-from polybus.core.transport import Delivery, QueueOptions
+from polybus.core.transport import Delivery, QueueOptions, QueueStats
 from polybus.core.worker import Worker, start_handler_worker
 
 if TYPE_CHECKING:
@@ -229,6 +231,27 @@ class WorkQueue:
         """Messages waiting (not counting those delivered and unacked)."""
         await self.declare()
         return await self._bus._broker.queue_size(self._name)
+
+    async def stats(self) -> QueueStats:
+        """Messages waiting and, where the broker says, those delivered and not yet acked
+        and the consumers reading the queue."""
+        await self.declare()
+        return await self._bus._broker.queue_stats(self._name)
+
+    async def peek(self, limit: int = 10) -> list[PeekedMessage]:
+        """The first ``limit`` waiting messages, in the order they would be delivered, left
+        where they are: no consumer sees a difference.
+
+        :raises CapabilityMissing: the broker cannot read a queue without consuming it.
+        """
+        limit = check_int(limit, "limit", 1, MAX_PREFETCH)
+        await self.declare()
+        return [PeekedMessage(d) for d in await self._bus._broker.peek(self._name, limit)]
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """Its dead letters: see why each died, replay them, or discard them."""
+        return DeadLetters(self._bus, self._name, self._options.dead_letter, self.declare)
 
     async def purge(self) -> int:
         """Drop the waiting messages; return how many there were."""

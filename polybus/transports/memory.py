@@ -28,6 +28,7 @@ from polybus.core.transport import (
     Envelope,
     ExchangeKind,
     QueueOptions,
+    QueueStats,
     Transport,
 )
 from polybus.core.url import BrokerURL
@@ -259,6 +260,43 @@ class MemoryBroker:
             queue = self._queue(name)
             queue.expire_heads(self)
             return queue.ready()
+
+    def queue_stats(self, name: str) -> QueueStats:
+        with self.lock:
+            queue = self._queue(name)
+            queue.expire_heads(self)
+            holders = [
+                consumer
+                for conn in self.connections
+                for consumer in conn.consumers.values()
+                if consumer.queue is queue
+            ]
+            unacked = sum(len(consumer.unacked) for consumer in holders)
+            return QueueStats(name, queue.ready(), unacked, len(queue.consumers))
+
+    def peek(self, name: str, limit: int) -> list[Delivery]:
+        """The next ``limit`` live messages, in the order ``pop`` would take them."""
+        with self.lock:
+            queue = self._queue(name)
+            queue.expire_heads(self)
+            now = time.monotonic()
+            live = (
+                stored
+                for level in queue.highest_first
+                for stored in level
+                if stored.expires_at is None or stored.expires_at > now
+            )
+            return [
+                Delivery(
+                    stored.envelope,
+                    stored.exchange,
+                    stored.routing_key,
+                    stored.deliveries > 0,
+                    stored.deliveries,
+                    None,
+                )
+                for stored in itertools.islice(live, limit)
+            ]
 
     def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:
         with self.lock:
@@ -552,6 +590,8 @@ class MemoryTransport(Transport):
             delivery_count=True,
             mandatory=True,
             delay=True,
+            peek=True,
+            list_queues=True,
         )
 
     def __init__(self, url: BrokerURL) -> None:
@@ -624,6 +664,19 @@ class MemoryTransport(Transport):
     async def queue_size(self, name: str) -> int:
         await self._connection()
         return self.broker.queue_size(name)
+
+    async def queue_stats(self, name: str) -> QueueStats:
+        await self._connection()
+        return self.broker.queue_stats(name)
+
+    async def queue_names(self) -> list[str]:
+        await self._connection()
+        with self.broker.lock:
+            return sorted(self.broker.queues)
+
+    async def peek(self, name: str, limit: int) -> list[Delivery]:
+        await self._connection()
+        return self.broker.peek(name, limit)
 
     async def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:
         await self._connection()
