@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 QUIET = 2.0
 """Seconds a pass waits for the next dead letter it counted before it ends without it (another
 consumer took it, or it expired)."""
+AT_ONCE = 0.25
+"""Seconds a pass waits for one more dead letter than it counted."""
+MORE = 1000
+"""Dead letters a pass may take beyond its count."""
 
 
 class DeadLetter(PeekedMessage):
@@ -168,22 +172,23 @@ class DeadLetters:
 
     async def _pass(self, chosen: Selector, act: Callable[[Delivery], Awaitable[None]]) -> int:
         """Consume the dead letters there are now, once each: ``act`` on those ``chosen``,
-        the others held and returned at the end. Ends early when as many are held as one
+        the others held and returned at the end (so none comes twice). The count is where to
+        stop, but a broker's count may lag behind what was just returned to the queue: the
+        pass reads on while more come at once. It ends early when as many are held as one
         consumer may hold (``MAX_PREFETCH``): run it again for the rest."""
         broker = self._bus._broker
         dlq = await self._where()
         total = await broker.queue_size(dlq)
-        if total == 0:
-            return 0
         arrived: asyncio.Queue[Delivery] = asyncio.Queue()
-        window = min(total, MAX_PREFETCH)
+        window = min(total + MORE, MAX_PREFETCH)
         held: list[Delivery] = []
         done = seen = 0
         tag = await broker.consume(dlq, arrived.put_nowait, prefetch=window, auto_ack=False)
         try:
-            while seen < total and len(held) < window:
+            while len(held) < window:
                 try:
-                    delivery = await asyncio.wait_for(arrived.get(), QUIET)
+                    wait = QUIET if seen < total else AT_ONCE
+                    delivery = await asyncio.wait_for(arrived.get(), wait)
                 except asyncio.TimeoutError:
                     break
                 seen += 1

@@ -27,6 +27,7 @@ import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from polybus.core.errors import (
+    CapabilityMissing,
     Closed,
     ConnectionFailed,
     PolybusError,
@@ -40,6 +41,7 @@ from polybus.core.transport import (
     Envelope,
     ExchangeKind,
     QueueOptions,
+    QueueStats,
     Transport,
 )
 from polybus.core.url import BrokerURL
@@ -74,6 +76,15 @@ if logging.getLogger("pika").level == logging.NOTSET:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 State = Literal["new", "open", "recovering", "closed"]
+NO_LISTING = (
+    "AMQP 0-9-1 cannot list queues (RabbitMQ's management plugin can; polybus does not use"
+    " it): name the queues"
+)
+NO_PEEK = (
+    "AMQP 0-9-1 reads a queue only by consuming it, and a message taken and put back is marked"
+    " redelivered and counted as a delivery: it cannot read a queue without consuming it"
+    " (dead letters are still replayed and discarded)"
+)
 MAX_BACKOFF = 2.0
 REFUSALS = 2  # connections the broker may close with an error over one publish before it fails
 
@@ -103,7 +114,7 @@ class RabbitMQTransport(Transport):
                 mandatory=True,
                 delay=True,
                 reason="queue_type=classic: classic queues only flag a redelivery, they do not "
-                "count deliveries",
+                f"count deliveries; {NO_LISTING}; {NO_PEEK}",
             )
         return Capabilities(
             persistence=True,
@@ -114,7 +125,7 @@ class RabbitMQTransport(Transport):
             mandatory=True,
             delay=True,
             reason="delivery counts are exact on quorum queues (durable, shared, no priorities);"
-            " on classic queues a redelivery reports 2",
+            f" on classic queues a redelivery reports 2; {NO_LISTING}; {NO_PEEK}",
         )
 
     def __init__(self, url: BrokerURL) -> None:
@@ -443,12 +454,23 @@ class RabbitMQTransport(Transport):
         return count
 
     async def queue_size(self, name: str) -> int:
+        return (await self.queue_stats(name)).ready
+
+    async def queue_stats(self, name: str) -> QueueStats:
+        """Ready messages and consumers, as a passive ``queue.declare`` answers; AMQP does
+        not say how many are unacked (the management plugin would)."""
         doing = f"counting the messages of queue {name!r}"
         frame = await self._on_channel(
             doing, lambda ch: ch.call(doing, ch.channel.queue_declare, name, passive=True)
         )
-        count: int = frame.method.message_count
-        return count
+        method = frame.method
+        return QueueStats(name, int(method.message_count), None, int(method.consumer_count))
+
+    async def queue_names(self) -> list[str]:
+        raise CapabilityMissing(NO_LISTING)
+
+    async def peek(self, name: str, limit: int) -> list[Delivery]:
+        raise CapabilityMissing(NO_PEEK)
 
     async def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:
         await self._declare_exchange(name, kind, durable, wait=True)
