@@ -1,4 +1,5 @@
-"""The ``polybus`` command: ``tour`` (every pattern end to end) and ``bench`` (broker comparison).
+"""The ``polybus`` command: ``tour`` (every pattern end to end), ``bench`` (broker comparison)
+and the commands that operate queues (``polybus.console``).
 
 Each subcommand lives in its own module, imported only when it runs.
 """
@@ -16,10 +17,19 @@ import polybus
 COMMANDS: dict[str, tuple[str, str]] = {
     "tour": ("polybus.tour", "run every pattern end to end on a URL and show what happens"),
     "bench": ("polybus.bench", "compare brokers side by side on the same workloads"),
+    "queues": ("polybus.console.queues", "the queues, their ready/unacked/consumers/dead counts"),
+    "peek": ("polybus.console.peek", "show a queue's next messages without taking them"),
+    "send": ("polybus.console.send", "send a message to a queue"),
+    "listen": ("polybus.console.listen", "print a queue's or an exchange's messages as they come"),
+    "purge": ("polybus.console.purge", "drop a queue's ready messages (asks first)"),
+    "dead-letters": (
+        "polybus.console.dead_letters",
+        "a queue's dead letters and why they died; replay or discard them",
+    ),
 }
 
 
-DESCRIPTION = "polybus: one messaging API on RabbitMQ, Redis or memory, chosen by a URL."
+DESCRIPTION = "polybus: one messaging API on RabbitMQ, Redis, NATS or memory, chosen by a URL."
 
 
 def main(argv: list[str] | None = None) -> int:
