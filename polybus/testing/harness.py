@@ -30,6 +30,8 @@ class BrokerHarness(ABC):
 
     name: str = ""
     apis: tuple[str, ...] = ("aio", "blocking")  # the APIs the conformance suite runs on it
+    restart_seconds: float = 2.0
+    """How long ``restart()`` may take, at most (a test delays a message past a restart)."""
 
     @abstractmethod
     def unavailable(self) -> str | None:

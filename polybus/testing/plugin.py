@@ -203,6 +203,11 @@ class BrokerControl:
     target: Target
     url: str
 
+    @property
+    def restart_seconds(self) -> float:
+        """How long a restart may take, at most."""
+        return self.target.harness.restart_seconds
+
     async def restart(self) -> None:
         await in_thread(self.target.harness.restart)
 

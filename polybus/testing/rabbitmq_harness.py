@@ -212,6 +212,7 @@ CLIENT = ("pika", "pika", "rabbitmq")  # module, package, extra: see missing_cli
 
 class RabbitMQHarness(BrokerHarness):
     name = "rabbitmq"
+    restart_seconds = 10.0  # a node boots in 5 to 8 s here
 
     def __init__(self) -> None:
         self._probed = False
@@ -300,6 +301,8 @@ class OwnedRabbitMQCluster(OwnedCluster):
 class RabbitMQClusterHarness(ClusterHarness):
     """A test-owned three-node RabbitMQ cluster; polybus's durable queues are quorum queues,
     replicated on every node."""
+
+    restart_seconds = 10.0  # a node boots in 5 to 8 s here
 
     name = "rabbitmq-cluster"
 
