@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from polybus.blocking.bus import Bus, connect
 from polybus.blocking.message import Message
-from polybus.blocking.patterns import PubSub, Router, Rpc, Worker, WorkQueue
+from polybus.blocking.patterns import DeadLetters, PubSub, Router, Rpc, Worker, WorkQueue
 from polybus.blocking.subscription import Subscription
 from polybus.core.codecs import Codec, register_codec
 from polybus.core.errors import (
@@ -34,8 +34,10 @@ from polybus.core.errors import (
     UnknownScheme,
     Unroutable,
 )
+from polybus.core.dead_letter_queue import DeadLetter
+from polybus.core.message import PeekedMessage
 from polybus.core.retry import RetryPolicy
-from polybus.core.transport import Capabilities, Transport
+from polybus.core.transport import Capabilities, QueueStats, Transport
 
 __version__ = "0.1.0"
 
@@ -47,6 +49,8 @@ __all__ = [
     "Codec",
     "ConfigurationError",
     "ConnectionFailed",
+    "DeadLetter",
+    "DeadLetters",
     "DeclarationConflict",
     "InvalidArgument",
     "InvalidName",
@@ -54,9 +58,11 @@ __all__ = [
     "Message",
     "MissingDependency",
     "NotFound",
+    "PeekedMessage",
     "PolybusError",
     "PubSub",
     "PublishFailed",
+    "QueueStats",
     "ReceiveTimeout",
     "RemoteError",
     "RetryPolicy",

@@ -11,20 +11,25 @@ from typing import Any
 
 from polybus.core.bus import AsyncBus
 from polybus.core.codecs import Codec
-from polybus.core.message import AsyncMessage
+from polybus.core.dead_letter_queue import DeadLetter, DeadLetters
+from polybus.core.message import AsyncMessage, PeekedMessage
 from polybus.core.pubsub import PubSub
 from polybus.core.retry import RetryPolicy
 from polybus.core.router import Router
 from polybus.core.rpc import Rpc
 from polybus.core.subscription import Subscription
-from polybus.core.transport import Transport
+from polybus.core.transport import QueueStats, Transport
 from polybus.core.worker import Worker
 from polybus.core.workqueue import WorkQueue
 
 __all__ = [
     "AsyncBus",
     "AsyncMessage",
+    "DeadLetter",
+    "DeadLetters",
+    "PeekedMessage",
     "PubSub",
+    "QueueStats",
     "RetryPolicy",
     "Router",
     "Rpc",

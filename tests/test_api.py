@@ -9,7 +9,7 @@ import pytest
 import polybus
 import polybus.aio
 from polybus.blocking import patterns as blocking
-from polybus.core import pubsub, router, rpc, subscription, worker, workqueue
+from polybus.core import dead_letter_queue, pubsub, router, rpc, subscription, worker, workqueue
 from polybus.core.url import parse_url
 
 PAIRS = [
@@ -21,6 +21,7 @@ PAIRS = [
     (subscription.Subscription, polybus.Subscription),
     (worker.Worker, blocking.Worker),
     (polybus.aio.AsyncMessage, polybus.Message),
+    (dead_letter_queue.DeadLetters, polybus.DeadLetters),
 ]
 
 
@@ -62,6 +63,8 @@ def test_public_exports_are_deliberate():
             "Codec",
             "ConfigurationError",
             "ConnectionFailed",
+            "DeadLetter",
+            "DeadLetters",
             "DeclarationConflict",
             "InvalidArgument",
             "InvalidName",
@@ -69,9 +72,11 @@ def test_public_exports_are_deliberate():
             "Message",
             "MissingDependency",
             "NotFound",
+            "PeekedMessage",
             "PolybusError",
             "PubSub",
             "PublishFailed",
+            "QueueStats",
             "ReceiveTimeout",
             "RemoteError",
             "RetryPolicy",
