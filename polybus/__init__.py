@@ -14,6 +14,7 @@ from polybus.blocking.message import Message
 from polybus.blocking.patterns import DeadLetters, PubSub, Router, Rpc, Worker, WorkQueue
 from polybus.blocking.subscription import Subscription
 from polybus.core.codecs import Codec, register_codec
+from polybus.core.dead_letter_queue import DeadLetter
 from polybus.core.errors import (
     CapabilityMissing,
     Closed,
@@ -34,7 +35,6 @@ from polybus.core.errors import (
     UnknownScheme,
     Unroutable,
 )
-from polybus.core.dead_letter_queue import DeadLetter
 from polybus.core.message import PeekedMessage
 from polybus.core.retry import RetryPolicy
 from polybus.core.transport import Capabilities, QueueStats, Transport
