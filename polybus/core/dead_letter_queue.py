@@ -42,6 +42,8 @@ AT_ONCE = 0.25
 """Seconds a pass waits for one more dead letter than it counted."""
 MORE = 1000
 """Dead letters a pass may take beyond its count."""
+BATCH = 100
+"""Dead letters replayed with one confirmation."""
 
 
 class DeadLetter(PeekedMessage):
@@ -157,9 +159,11 @@ class DeadLetters:
         how many. Each leaves the dead-letter queue only once its copy is confirmed."""
         broker = self._bus._broker
 
-        async def send_back(delivery: Delivery) -> None:
-            await broker.publish("", self._queue, revived(delivery.envelope))
-            await broker.ack(delivery)
+        async def send_back(deliveries: list[Delivery]) -> None:
+            revivals = [(self._queue, revived(delivery.envelope)) for delivery in deliveries]
+            await broker.publish_many("", revivals)
+            for delivery in deliveries:
+                await broker.ack(delivery)
 
         return await self._pass(_selector(ids, where), send_back)
 
@@ -168,38 +172,54 @@ class DeadLetters:
     ) -> int:
         """Drop dead letters — all of them, or those chosen as ``replay`` chooses — and return
         how many."""
-        return await self._pass(_selector(ids, where), self._bus._broker.ack)
+        broker = self._bus._broker
 
-    async def _pass(self, chosen: Selector, act: Callable[[Delivery], Awaitable[None]]) -> int:
-        """Consume the dead letters there are now, once each: ``act`` on those ``chosen``,
-        the others held and returned at the end (so none comes twice). The count is where to
-        stop, but a broker's count may lag behind what was just returned to the queue: the
-        pass reads on while more come at once. It ends early when as many are held as one
-        consumer may hold (``MAX_PREFETCH``): run it again for the rest."""
+        async def drop(deliveries: list[Delivery]) -> None:
+            for delivery in deliveries:
+                await broker.ack(delivery)
+
+        return await self._pass(_selector(ids, where), drop)
+
+    async def _pass(
+        self, chosen: Selector, act: Callable[[list[Delivery]], Awaitable[None]]
+    ) -> int:
+        """Consume the dead letters there are now, once each: ``act`` on those ``chosen``, in
+        batches (one confirmation for many), the others held and returned at the end (so none
+        comes twice). The count is where to stop, but a broker's count may lag behind what was
+        just returned to the queue: the pass reads on while more come at once. It ends early
+        when as many are held as one consumer may hold (``MAX_PREFETCH``): run it again."""
         broker = self._bus._broker
         dlq = await self._where()
         total = await broker.queue_size(dlq)
         arrived: asyncio.Queue[Delivery] = asyncio.Queue()
         window = min(total + MORE, MAX_PREFETCH)
         held: list[Delivery] = []
+        batch: list[Delivery] = []  # chosen, not yet acted on: returned if anything fails
         done = seen = 0
         tag = await broker.consume(dlq, arrived.put_nowait, prefetch=window, auto_ack=False)
         try:
             while len(held) < window:
+                if batch and (len(batch) >= BATCH or arrived.empty()):
+                    await act(batch)
+                    done += len(batch)
+                    batch = []
                 try:
                     wait = QUIET if seen < total else AT_ONCE
                     delivery = await asyncio.wait_for(arrived.get(), wait)
                 except asyncio.TimeoutError:
                     break
                 seen += 1
-                held.append(delivery)  # until it is settled: returned if anything fails
+                held.append(delivery)  # until chosen: returned if choosing fails
                 letter = DeadLetter(delivery)
                 if self._owns(letter) and chosen(letter):
-                    await act(delivery)
-                    held.pop()
-                    done += 1
+                    batch.append(held.pop())
+            if batch:
+                await act(batch)
+                done += len(batch)
+                batch = []
         finally:
             await broker.cancel(tag)
+            held += batch
             while not arrived.empty():
                 held.append(arrived.get_nowait())
             for delivery in reversed(held):  # a broker that returns each to the front
