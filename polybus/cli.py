@@ -10,8 +10,10 @@ import argparse
 import importlib
 import platform
 import sys
+from typing import NoReturn
 
 import polybus
+from polybus.core.url import redact
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,9 +34,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 DESCRIPTION = "polybus: one messaging API on RabbitMQ, Redis, NATS or memory, chosen by a URL."
 
 
+class _Parser(argparse.ArgumentParser):
+    """Says what is wrong with the arguments without showing a URL's password (argparse
+    quotes what it did not expect, a URL typed in the wrong place, say)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(" ".join(redact(word) for word in message.split(" ")))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="polybus", description=DESCRIPTION)
+    parser = _Parser(prog="polybus", description=DESCRIPTION)
     parser.add_argument(
         "--version",
         action="version",

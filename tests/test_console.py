@@ -256,12 +256,21 @@ def test_bad_arguments_exit_2_saying_what_is_wrong(
     assert code == USAGE and why in err, err
 
 
-def test_argparse_refusals_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    refused = (["dead-letters", "q", "--replay", "--discard"], ["peek"], ["peek", "q", "-n", "x"])
+def test_argparse_refusals_exit_2_without_showing_a_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    refused = (
+        ["dead-letters", "q", "--replay", "--discard"],
+        ["peek"],
+        ["peek", "q", "-n", "x"],
+        ["peek", "q", "amqp://guest:s3cret@localhost/"],  # the URL without --url
+        ["send", "q", "x", "--delay", "redis://:s3cret@localhost"],
+    )
     for argv in refused:
         with pytest.raises(SystemExit) as exited:
             main(argv)
         assert exited.value.code == USAGE
+        assert "s3cret" not in capsys.readouterr().err
 
 
 def test_a_missing_queue_or_exchange_exits_4(console: Console) -> None:
