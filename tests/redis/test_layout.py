@@ -39,6 +39,7 @@ async def test_keys_of_queues_exchanges_and_connections(redis_url, namespace):
                     f"{p}q:{transient}",
                     f"{p}s:{transient}:0",
                     f"{p}qb:{transient}",
+                    f"{p}qc:{transient}",
                     f"{p}conns",
                     f"{p}cq:{conn}",
                     f"{p}own:{conn}",

@@ -35,6 +35,11 @@ BLOCK_MS = 2000
 Entry = tuple[int, bytes, list[Any]]  # priority level, entry id, fields
 
 
+def consumer_name(connection_id: str, tag: str) -> str:
+    """A consumer's name in Redis: its connection's first, so that reaping finds it."""
+    return f"{connection_id}/{tag}"
+
+
 class Consumer:
     """Delivers one queue to one callback; ``held`` are the ids delivered and not settled."""
 
@@ -51,7 +56,7 @@ class Consumer:
         self.session = session
         self.tag = tag
         self.queue = queue
-        self.name = f"{session.connection_id}/{tag}"
+        self.name = consumer_name(session.connection_id, tag)
         self.streams = [session.stream_key(queue, level) for level in range(levels)]
         self.deliver = deliver
         self.prefetch = prefetch
@@ -72,9 +77,9 @@ class Consumer:
         self._task = asyncio.ensure_future(self._run())
 
     async def resume(self) -> None:
-        """After Redis restarted or reaped this connection: register the queue as consumed
-        again (the reading task goes on by itself)."""
-        await self.session.run_script("consume", self.session.connection_id, self.queue)
+        """After Redis restarted or reaped this connection: register the consumer again (the
+        reading task goes on by itself)."""
+        await self.session.run_script("consume", self.session.connection_id, self.queue, self.name)
         if self._task is not None and self._task.done() and not self._cancelled:
             # the reap deleted the queue (exclusive or auto-delete) and the reading task, told
             # NotFound, ended before the queue was declared again: read again
@@ -113,7 +118,7 @@ class Consumer:
                 if self._fetch_lost:
                     # the lost reply may have moved entries onto this consumer's pending list:
                     # return every entry it does not hold, or they would stay there for good
-                    await self.session.run_script("retire", self.queue, self.name, *self.held)
+                    await self.session.run_script("retire", self.queue, self.name, "0", *self.held)
                     self._fetch_lost = False
                 if len(self.streams) == 1:
                     entries = await self._read(room)

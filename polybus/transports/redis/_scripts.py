@@ -31,6 +31,8 @@ NAMES = (
     "settle",
     "retire",
     "ready",
+    "peek",
+    "queues",
     "delay",
     "due",
 )

@@ -54,12 +54,14 @@ from polybus.core.transport import (
     Envelope,
     ExchangeKind,
     QueueOptions,
+    QueueStats,
     Transport,
 )
 from polybus.core.url import BrokerURL
 from polybus.transports.kit import Topology
 from polybus.transports.redis._cluster import CLUSTER_PORT, ClusterNodes, hash_tagged
-from polybus.transports.redis._consumer import Consumer
+from polybus.transports.redis._codec import decode_entry
+from polybus.transports.redis._consumer import Consumer, consumer_name
 from polybus.transports.redis._errors import ERRORS, translate, why_not_connected
 from polybus.transports.redis._fake import FakeWire
 from polybus.transports.redis._heartbeat import Beat, HeartbeatThread, beat
@@ -187,6 +189,8 @@ CAPABILITIES = Capabilities(
     delivery_count=True,
     mandatory=True,
     delay=True,
+    peek=True,
+    list_queues=True,
     reason="persistence needs the server's append-only file (appendonly yes)",
 )
 DUE_BATCH = 100
@@ -205,6 +209,12 @@ def _ack_and_delete(stream: str, ids: list[bytes]) -> tuple[bytes, bytes]:
         b"*%d\r\n%s%s" % (3 + len(ids), bulk_strings("XACK", stream, "g"), packed),
         b"*%d\r\n%s%s" % (2 + len(ids), bulk_strings("XDEL", stream), packed),
     )
+
+
+def _peeked(fields: list[Any]) -> Delivery:
+    """A ready entry as a consumer would get it, but not delivered: no tag, no new count."""
+    envelope, exchange, key, earlier, defect = decode_entry(fields)
+    return Delivery(envelope, exchange, key, earlier > 0, earlier, None, defect=defect)
 
 
 class RedisTransport(Transport):
@@ -460,6 +470,32 @@ class RedisTransport(Transport):
         count: int = await self._script("ready", name, "size")
         return count
 
+    async def queue_stats(self, name: str) -> QueueStats:
+        """Ready as ``queue_size`` counts them; unacked: the pending entries of every level
+        (delivered, not yet acked or returned); consumers: those registered on the queue
+        whose connection's heartbeat is alive (one that died counts no more, reaped or not).
+        One script, so the three are of one moment."""
+        ready, unacked, consumers = await self._script("ready", name, "stats")
+        return QueueStats(name, ready, unacked, consumers)
+
+    async def queue_names(self) -> list[str]:
+        """The declarations under this prefix, one ``SCAN`` step per script call (a large
+        keyspace never blocks the server for long). On a cluster every key of the prefix is
+        in one slot, on the master the control link talks to."""
+        names: set[str] = set()
+        cursor: bytes = b"0"
+        while True:
+            cursor, found = await self._script("queues", cursor)
+            names.update(name.decode() for name in found)
+            if cursor == b"0":
+                return sorted(names)
+
+    async def peek(self, name: str, limit: int) -> list[Delivery]:
+        """The entries past each level's last delivered id, highest level first, as the
+        consumers read them; decoded as a consumer decodes them, with the deliveries so far."""
+        entries = await self._script("peek", name, limit)
+        return [_peeked(fields) for fields in entries]
+
     async def declare_exchange(self, name: str, kind: ExchangeKind, durable: bool) -> None:
         await self._declare_exchange(name, kind, durable)
         self._topology.exchange_declared(name, kind, durable)
@@ -516,8 +552,9 @@ class RedisTransport(Transport):
     async def consume(
         self, queue: str, deliver: DeliverCallback, *, prefetch: int, auto_ack: bool = False
     ) -> str:
-        levels = int(await self._script("consume", self.conn_id, queue))
         tag = f"c{next(self._tags)}"
+        name = consumer_name(self.conn_id, tag)
+        levels = int(await self._script("consume", self.conn_id, queue, name))
         consumer = Consumer(self._session, tag, queue, levels, deliver, max(1, prefetch), auto_ack)
         self._consumers[tag] = consumer
         self._topology.consuming(tag, consumer)
@@ -533,7 +570,7 @@ class RedisTransport(Transport):
         if self._acking is not None:  # acks on their way are no longer held: let them land
             with contextlib.suppress(PolybusError):
                 await asyncio.shield(self._acking)
-        await self._script("retire", consumer.queue, consumer.name, *consumer.held)
+        await self._script("retire", consumer.queue, consumer.name, "1", *consumer.held)
 
     async def ack(self, delivery: Delivery) -> None:
         """Queue the ack and return, as AMQP's basic.ack does: the acks of a whole loop turn

@@ -23,12 +23,10 @@ for level = levels - 1, 0, -1 do
     if #entries == 0 then break end
     for _, entry in ipairs(entries) do
       local id, fields = entry[1], entry[2]
-      local expired = false
-      for i = 1, #fields, 2 do
-        if fields[i] == 'e' then
-          now = now or now_ms()
-          expired = tonumber(fields[i + 1]) <= now
-        end
+      local due, expired = deadline(fields), false
+      if due then
+        now = now or now_ms()
+        expired = due <= now
       end
       if expired and not no_ack then redis.call('XACK', stream, GROUP, id) end
       if no_ack or expired then redis.call('XDEL', stream, id) end

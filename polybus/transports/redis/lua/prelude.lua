@@ -12,6 +12,8 @@
 --   <prefix>conns                 sorted set: connection id -> liveness deadline (ms, server clock)
 --   <prefix>cq:<connection>       set: queues the connection consumes
 --   <prefix>own:<connection>      set: exclusive and auto-delete queues the connection owns
+--   <prefix>qc:<queue>            set: the queue's consumers ('<connection>/<tag>') from CONSUME
+--                                 until cancelled or reaped (their connection's liveness in conns)
 --   <prefix>delayed               sorted set: delayed message id -> when it is due (ms, server clock)
 --   <prefix>d:<id>                hash: a delayed message: x exchange, k key, b body, m properties,
 --                                 pr priority (when given)
@@ -45,6 +47,13 @@ local function split_tab(s)
   local i = string.find(s, '\t', 1, true)
   return string.sub(s, 1, i - 1), string.sub(s, i + 1)
 end
+-- an entry's deadline (ms, server clock), or nil
+local function deadline(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'e' then return tonumber(fields[i + 1]) end
+  end
+  return nil
+end
 local function as_map(flat)
   local map = {}
   for i = 1, #flat, 2 do map[flat[i]] = flat[i + 1] end
@@ -75,7 +84,7 @@ local function delete_queue(name)
   end
   local owner = redis.call('HGET', meta, 'owner')
   if owner and owner ~= '' then redis.call('SREM', prefix .. 'own:' .. owner, name) end
-  redis.call('DEL', prefix .. 'qb:' .. name, meta)
+  redis.call('DEL', prefix .. 'qb:' .. name, prefix .. 'qc:' .. name, meta)
   return 1
 end
 local function words(s)
@@ -209,10 +218,16 @@ local function release_consumer(stream, consumer, pending, keep)
   end
   if kept == 0 then redis.call('XGROUP', 'DELCONSUMER', stream, GROUP, consumer) end
 end
--- a connection is gone: requeue what its consumers held, delete the queues it owned
+-- a connection is gone: requeue what its consumers held, forget them, delete the queues it owned
 local function reap_connection(connection)
   local consumer_prefix = connection .. '/'
   for _, queue in ipairs(redis.call('SMEMBERS', prefix .. 'cq:' .. connection)) do
+    local registered = prefix .. 'qc:' .. queue
+    for _, consumer in ipairs(redis.call('SMEMBERS', registered)) do
+      if string.sub(consumer, 1, #consumer_prefix) == consumer_prefix then
+        redis.call('SREM', registered, consumer)
+      end
+    end
     for level = 0, levels_of(queue) - 1 do
       local stream = stream_key(queue, level)
       for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', stream, GROUP)) do
