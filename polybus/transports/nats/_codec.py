@@ -15,6 +15,10 @@ import json
 from polybus.core.transport import Envelope
 
 HEADER = "Polybus"
+RETURNED = "Polybus-Returned"
+"""On a copy of a message returned to its queue (``_consumer.PullConsumer``): the deliveries
+the message had before and when its queue first stored it (ns since the epoch), ``"<n> <ns>"``:
+the copy's delivery count and ``message_ttl`` go on from the original's."""
 OVERHEAD = 64
 """Bytes of the header block around the properties (``NATS/1.0``, the name, line ends)."""
 
@@ -86,3 +90,21 @@ def decode(
     except Exception as exc:  # never stop a consumer over one message
         defect = f"the NATS message cannot be read as a polybus message ({exc!r})"
         return Envelope(payload), "", "", None, defect
+
+
+def history(headers: dict[str, str] | None, delivered: int, stored_ns: int) -> tuple[int, int]:
+    """(deliveries so far, ns since the epoch its queue first stored it) of a stored message
+    JetStream delivered ``delivered`` times and stored at ``stored_ns``, counting what it had
+    before it was returned (``RETURNED``)."""
+    try:
+        before, first_ns = (int(part) for part in (headers or {})[RETURNED].split())
+    except (KeyError, ValueError):
+        return delivered, stored_ns
+    return before + delivered, first_ns
+
+
+def returned(headers: dict[str, str] | None, delivered: int, stored_ns: int) -> dict[str, str]:
+    """The headers of the copy that returns a delivered message to its queue: its own, and
+    its history so far (see ``history``)."""
+    deliveries, first_ns = history(headers, delivered, stored_ns)
+    return {**(headers or {}), RETURNED: f"{deliveries} {first_ns}"}

@@ -2,9 +2,10 @@
 
 ``PullConsumer`` reads a queue's stream through its durable consumer with pull requests of its
 own: one request at a time, asking for no more than the room its prefetch leaves, each ended by
-its last message or by a status (a timeout after ``EXPIRES``). Its messages are acked, returned
-(``-NAK``) or kept alive (``_liveness``) through their reply subjects. When it
-stops, its inbox goes: the server drops a pull request nobody listens to.
+its last message or by a status (a timeout after ``EXPIRES``). Its messages are acked or kept
+alive (``_liveness``) through their reply subjects, and returned to the queue as a copy stored
+again (see ``PullConsumer._return``). When it stops, its inbox goes: the server drops a pull
+request nobody listens to.
 
 ``TransientQueue`` is an exclusive queue: a plain subscription of its owner to the queue's
 subject, its messages kept here until consumed. It answers a confirmed publish as a stream
@@ -29,9 +30,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from polybus.core.deadletters import EXPIRED, REJECTED
-from polybus.core.tasks import cancelled
-from polybus.core.transport import DeliverCallback, Delivery, Envelope
-from polybus.transports.nats._codec import decode
+from polybus.core.tasks import cancelled, finished
+from polybus.core.transport import DeliverCallback, Delivery, Envelope, QueueStats
+from polybus.transports.nats._codec import decode, history, returned
 from polybus.transports.nats._errors import ERRORS, FAILURES
 
 log = logging.getLogger("polybus.nats")
@@ -40,6 +41,9 @@ EXPIRES = 5.0
 """Seconds a pull request waits for messages before the server ends it."""
 BACKOFF = 0.5
 """Seconds between pull requests while the queue's stream cannot be read."""
+DRAIN_WAIT = 2.0
+"""Seconds a stopping consumer waits for what the server sent before it stopped (to return
+it) before it lets the rest go, to come back after the ack wait."""
 ACK, NAK = b"+ACK", b"-NAK"
 PUB_ACK = b'{"stream":"","seq":0}'
 PROBE = "Polybus-Probe"
@@ -47,6 +51,9 @@ PROBE = "Polybus-Probe"
 
 DeadLetter = Callable[[Envelope, str, str, str], Awaitable[None]]
 """Moves a message (envelope, exchange, routing key, reason) to its queue's dead-letter queue."""
+Requeue = Callable[[str, dict[str, str], bytes], Awaitable[bool]]
+"""Stores a message (subject, headers, payload) in its queue's stream again and waits for the
+stream to confirm it; False when the queue has no stream any more."""
 
 
 def acked_metadata(reply: str) -> tuple[int, int]:
@@ -56,6 +63,15 @@ def acked_metadata(reply: str) -> tuple[int, int]:
     tokens = reply.split(".")
     first = 4 if len(tokens) == 9 else 6
     return int(tokens[first]), int(tokens[first + 3])
+
+
+def expired(deadline_ms: int | None, stored_ns: int, message_ttl: float | None) -> bool:
+    """Whether a message is past its own deadline, or its queue's ``message_ttl`` (seconds)
+    counted from when its queue first stored it (ns since the epoch)."""
+    now_ms = time.time() * 1000
+    if deadline_ms is not None and deadline_ms <= now_ms:
+        return True
+    return message_ttl is not None and stored_ns / 1e6 + message_ttl * 1000 <= now_ms
 
 
 class PullConsumer:
@@ -79,6 +95,7 @@ class PullConsumer:
         auto_ack: bool,
         message_ttl: float | None,
         dead_letter: DeadLetter,
+        requeue: Requeue,
     ) -> None:
         self.nc = nc
         self.tag = tag
@@ -89,9 +106,10 @@ class PullConsumer:
         self.prefetch = prefetch
         self.refill = max(1, prefetch // 2)  # ask again once this much room is free
         self.auto_ack = auto_ack
-        self.ttl_ns = None if message_ttl is None else int(message_ttl * 1e9)
+        self.message_ttl = message_ttl
         self.dead_letter = dead_letter
-        self.held: set[str] = set()  # the reply subjects of the unsettled
+        self.requeue = requeue
+        self.held: dict[str, Msg] = {}  # the unsettled, by reply subject
         self.ack_wait = math.inf  # seconds the durable consumer waits for an ack (owner sets)
         self.stopped = False
         self._inbox = nc.new_inbox()
@@ -103,6 +121,8 @@ class PullConsumer:
         self._asked = 0
         self._got = 0
         self._chores: set[asyncio.Task[None]] = set()
+        self.ending: asyncio.Task[None] | None = None  # once stopping
+        self._unseen: set[str] = set()  # arrived once stopped: never delivered
 
     async def start(self) -> None:
         self._subscriptions.append(await self.nc.subscribe(self._inbox, cb=self._on_message))
@@ -117,19 +137,39 @@ class PullConsumer:
 
     async def stop(self) -> None:
         """Ask for nothing more; what arrives meanwhile goes back to the queue."""
+        await finished(self.stopping())
+
+    def stopping(self) -> asyncio.Task[None]:
+        """Stop asking, at once, and return the task that ends the consumer (``ending``):
+        started before anything is awaited, so that a stop itself cancelled still ends it."""
         self.stopped = True
-        if self._task is not None:
-            self._task.cancel()
-            await cancelled(self._task)
+        if self.ending is None:
+            if self._task is not None:
+                self._task.cancel()
+            self.ending = asyncio.ensure_future(self._end())
+        return self.ending
+
+    async def _end(self) -> None:
+        await finished(self._task)  # no request is sent after this
         for subscription in self._subscriptions:
-            with contextlib.suppress(*ERRORS):  # else the connection went, and it with it
+            await self._drain(subscription)
+
+    @staticmethod
+    async def _drain(subscription: Any) -> None:
+        """End a subscription as nats-py's drain does: the server stops sending, and what it
+        sent before comes in (and is returned). A plain unsubscribe would drop it, unacked
+        until its ack wait passes and then uncounted as ready until a consumer pulls it."""
+        try:
+            await asyncio.wait_for(subscription.drain(), DRAIN_WAIT)
+        except ERRORS:  # the connection is lost, or slow: what is on its way comes back later
+            with contextlib.suppress(*ERRORS):
                 await subscription.unsubscribe()
 
     async def halt(self) -> None:
         """Stop asking, at once and without a word to the server (a crash, or a close that ran
         out of time): the pulling task and the chores end."""
         self.stopped = True
-        for task in (self._task, *self._chores):
+        for task in (self._task, self.ending, *self._chores):
             if task is not None:
                 task.cancel()
                 await cancelled(task)
@@ -187,18 +227,20 @@ class PullConsumer:
         self._got += 1
         if self._got >= self._asked:
             self._over.set()
-        if self.stopped:
-            await self._settle(msg.reply, NAK)
+        if self.stopped:  # returned at once, in order
+            self.held[msg.reply] = msg
+            self._unseen.add(msg.reply)
+            await self._return(msg)
             return
         envelope, exchange, key, deadline_ms, defect = decode(msg.headers, msg.data)
-        delivered, stored_ns = acked_metadata(msg.reply)
-        if self._expired(deadline_ms, stored_ns):
+        delivered, stored_ns = history(msg.headers, *acked_metadata(msg.reply))
+        if expired(deadline_ms, stored_ns, self.message_ttl):
             self._chore(self._expire(msg.reply, envelope, exchange, key))
             return
         if self.auto_ack:
             await self._settle(msg.reply, ACK)
         else:
-            self.held.add(msg.reply)
+            self.held[msg.reply] = msg
         tag = (self, msg.reply)
         self.deliver(
             Delivery(envelope, exchange, key, delivered > 1, delivered, tag, self.tag, defect)
@@ -211,12 +253,6 @@ class PullConsumer:
             log.debug("pull request on %s ended: %s %s", self.queue, status, description)
             await asyncio.sleep(BACKOFF)
         self._over.set()
-
-    def _expired(self, deadline_ms: int | None, stored_ns: int) -> bool:
-        now_ms = time.time() * 1000
-        if deadline_ms is not None and deadline_ms <= now_ms:
-            return True
-        return self.ttl_ns is not None and (stored_ns + self.ttl_ns) / 1e6 <= now_ms
 
     async def _expire(self, reply: str, envelope: Envelope, exchange: str, key: str) -> None:
         await self.dead_letter(envelope, exchange, key, EXPIRED)
@@ -236,7 +272,7 @@ class PullConsumer:
         await self.nc.publish(reply, outcome)
 
     def _released(self, reply: str) -> None:
-        self.held.discard(reply)
+        self.held.pop(reply, None)
         if self.prefetch - len(self.held) >= self.refill:
             self._room.set()
 
@@ -245,18 +281,46 @@ class PullConsumer:
         await self._settle(reply, ACK)
 
     async def nack(self, reply: str, delivery: Delivery, requeue: bool) -> None:
-        if not requeue:  # held (and renewed) until its copy is in the dead-letter queue
-            await self.dead_letter(
-                delivery.envelope, delivery.exchange, delivery.routing_key, REJECTED
-            )
+        if requeue:
+            msg = self.held.get(reply)
+            if msg is not None:  # else acked already (auto_ack), or being returned
+                await self._return(msg)
+            return
+        # held (and renewed) until its copy is in the dead-letter queue
+        await self.dead_letter(delivery.envelope, delivery.exchange, delivery.routing_key, REJECTED)
         self._released(reply)
-        await self._settle(reply, NAK if requeue else ACK)
+        await self._settle(reply, ACK)
 
     async def give_back(self) -> None:
-        """Return every held message to the queue (a closing consumer's)."""
-        for reply in list(self.held):
-            self.held.discard(reply)
-            await self._settle(reply, NAK)
+        """Return every held message to the queue (a closing consumer's), in the order they
+        came."""
+        for msg in list(self.held.values()):
+            await self._return(msg)
+
+    async def _return(self, msg: Msg) -> None:
+        """Put a delivered message back in its queue as a copy stored at the tail of its
+        stream (with its history: ``_codec.returned``), then ack the original.
+
+        JetStream's ``-NAK`` would leave it counted as delivered and unacked until redelivered:
+        no count the server gives tells it from a message a consumer holds, so ``queue_size``
+        would miss it. The copy is counted as ready at once, by every connection. It is
+        confirmed before the original is acked: a crash in between means a redelivery, never a
+        loss. Should the copy fail, the ``-NAK`` returns the message all the same. One that
+        arrived after the consumer stopped was never delivered: not counted as delivered."""
+        if msg.reply not in self.held:
+            return  # returned already: once, however many ask (a close, a nack, ``stop``)
+        self._released(msg.reply)
+        delivered, stored_ns = acked_metadata(msg.reply)
+        if msg.reply in self._unseen:
+            self._unseen.discard(msg.reply)
+            delivered -= 1
+        headers = returned(msg.headers, delivered, stored_ns)
+        try:
+            stored = await self.requeue(msg.subject, headers, msg.data)
+        except FAILURES as exc:
+            log.warning("could not store a returned message of %s again (%r)", self.queue, exc)
+            stored = False
+        await self._settle(msg.reply, ACK if stored else NAK)
 
 
 class _Stored:
@@ -357,8 +421,22 @@ class TransientQueue:
         """Stop delivering; held messages stay settleable and go back to the queue."""
         self.consumer = None
 
-    def size(self) -> int:
-        return len(self.ready)
+    def stats(self) -> QueueStats:
+        """Everything is known here: the queue lives in its owner, with its one consumer."""
+        return QueueStats(
+            self.name, len(self.ready), len(self.held), int(self.consumer is not None)
+        )
+
+    def peek(self, limit: int) -> list[Delivery]:
+        """The next ``limit`` messages ``dispatch`` would deliver (not the expired it skips)."""
+        now_ms = time.time() * 1000
+        live = (s for s in self.ready if s.deadline_ms is None or s.deadline_ms > now_ms)
+        return [
+            Delivery(
+                s.envelope, s.exchange, s.key, s.delivered > 0, s.delivered, None, defect=s.defect
+            )
+            for s in itertools.islice(live, limit)
+        ]
 
     def purge(self) -> int:
         count = len(self.ready)

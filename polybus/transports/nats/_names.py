@@ -19,6 +19,8 @@ _KEPT = re.compile(rb"[A-Za-z0-9-]")
 PREFIX = re.compile(r"[A-Za-z0-9-]+")  # a prefix must be a token as it is
 MAX_STREAM = 255
 LEVEL_ROOM = 5  # "_p255"
+QUEUE_KEY = "q."
+"""What the topology key of every queue's record starts with (then its token)."""
 CONSUMER = "polybus"
 """The one durable consumer of every queue's stream."""
 
@@ -32,6 +34,12 @@ _BYTES = tuple(
 def token(name: str) -> str:
     """``name`` as a NATS token (see the module's docstring)."""
     return "".join(_BYTES[byte] for byte in name.encode())
+
+
+def name_of(written: str) -> str:
+    """The name a ``token`` was written from (every ``_`` starts an escape: unambiguous)."""
+    raw = re.sub(rb"_([0-9a-f]{2})", lambda m: bytes.fromhex(m[1].decode()), written.encode())
+    return raw.decode()
 
 
 class Names:
@@ -78,7 +86,7 @@ class Names:
         return f"$KV.{self.topology_bucket}.{key}"
 
     def queue_key(self, queue: str) -> str:
-        return f"q.{token(queue)}"
+        return f"{QUEUE_KEY}{token(queue)}"
 
     def exchange_key(self, exchange: str) -> str:
         return f"x.{token(exchange)}"

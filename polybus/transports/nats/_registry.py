@@ -17,7 +17,7 @@ from typing import Any
 
 from polybus.core.conflicts import exchange_conflict, queue_conflict
 from polybus.core.errors import ConnectionFailed, NotFound
-from polybus.transports.nats._names import Names
+from polybus.transports.nats._names import QUEUE_KEY, Names, name_of
 
 Record = dict[str, Any]
 CLASHES = 50  # tries of an optimistic update before giving up
@@ -93,6 +93,19 @@ class Registry:
     async def queue(self, name: str) -> Record | None:
         found = await self._get(self._names.queue_key(name))
         return None if found is None else found[0]
+
+    async def queues(self) -> dict[str, Record]:
+        """Every queue's record, by name: one watch of the bucket's queue keys, read until the
+        server says it has sent them all."""
+        watcher = await self._kv.watch(f"{QUEUE_KEY}>", ignore_deletes=True)
+        records: dict[str, Record] = {}
+        try:
+            while (entry := await watcher.updates()) is not None:
+                if entry.value:
+                    records[name_of(entry.key[len(QUEUE_KEY) :])] = json.loads(entry.value)
+        finally:
+            await watcher.stop()
+        return records
 
     async def delete_queue(self, name: str) -> Record | None:
         """Forget the queue and its bindings; its record, if it had one."""

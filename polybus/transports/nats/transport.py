@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -36,6 +37,7 @@ from nats.js import errors as js_errors
 
 from polybus.core.deadletters import EXPIRED, dead_letter_headers
 from polybus.core.errors import (
+    CapabilityMissing,
     Closed,
     ConfigurationError,
     ConnectionFailed,
@@ -56,13 +58,14 @@ from polybus.core.transport import (
     Envelope,
     ExchangeKind,
     QueueOptions,
+    QueueStats,
     Transport,
 )
 from polybus.core.url import BrokerURL
 from polybus.transports.kit import Topology
 from polybus.transports.nats import _connection as connection
-from polybus.transports.nats._codec import decode, encode, size
-from polybus.transports.nats._consumer import PROBE, PullConsumer, TransientQueue
+from polybus.transports.nats._codec import decode, encode, history, size
+from polybus.transports.nats._consumer import PROBE, PullConsumer, TransientQueue, expired
 from polybus.transports.nats._delays import DUE_HEADER, DelayMover, delay_stream_config
 from polybus.transports.nats._errors import (
     ERRORS,
@@ -112,6 +115,8 @@ CAPABILITIES = Capabilities(
     delivery_count=True,
     mandatory=True,
     delay=True,
+    peek=True,
+    list_queues=True,
 )
 
 
@@ -155,6 +160,7 @@ class NatsTransport(Transport):
         self._registry: Registry | None = None
         self._topology = Topology()
         self._pulls: dict[str, PullConsumer] = {}  # by tag, until cancelled and settled
+        self._ending: set[PullConsumer] = set()  # cancelled, not yet ended
         self._reached: set[str] = set()  # queues a publish reached on this connection
         self._transients: dict[str, TransientQueue] = {}  # by queue name
         self._consuming_transient: dict[str, TransientQueue] = {}  # by tag
@@ -210,6 +216,18 @@ class NatsTransport(Transport):
         if await self._stream_named(self._delay_stream):
             await self._start_mover()  # what others delayed, released even once they are gone
 
+    async def _stop(self, consumer: PullConsumer) -> None:
+        """Stop a pull consumer, kept (to be halted by a close) until it has ended."""
+        ending = consumer.stopping()
+        self._ending.add(consumer)
+        ending.add_done_callback(lambda _: self._ending.discard(consumer))
+        await consumer.stop()
+
+    def _consumers(self) -> list[PullConsumer]:
+        """Every pull consumer still running something: those not cancelled, and the
+        cancelled ones not yet ended."""
+        return [*self._pulls.values(), *(c for c in self._ending if c not in self._pulls.values())]
+
     async def _renewing_connection(self) -> Client:
         """The keep-alive thread's own connection (opened on its loop)."""
         nc = Client()
@@ -224,14 +242,14 @@ class NatsTransport(Transport):
         """A third of the shortest ack wait among this transport's consumers (read from the
         keep-alive thread)."""
         try:
-            waits = [consumer.ack_wait for consumer in list(self._pulls.values())]
+            waits = [consumer.ack_wait for consumer in self._consumers()]
         except RuntimeError:  # changed while being copied: this round, the transport's own
             waits = []
         return min([self._heartbeat, *waits]) / 3
 
     def _held(self) -> list[str]:
         """What this transport's consumers hold (called from the keep-alive thread)."""
-        return [reply for consumer in list(self._pulls.values()) for reply in consumer.held]
+        return [reply for consumer in self._consumers() for reply in consumer.held]
 
     async def _bucket(self) -> Any:
         """The topology bucket, created by the first connection of a prefix."""
@@ -294,7 +312,7 @@ class NatsTransport(Transport):
         except FAILURES:
             connection.drop_socket(self._nc)
         finally:
-            for consumer in self._pulls.values():  # what the goodbye did not reach
+            for consumer in self._consumers():  # what the goodbye did not reach
                 await consumer.halt()
         await self._disconnect()
 
@@ -315,7 +333,7 @@ class NatsTransport(Transport):
         end with the connection."""
         self._closed = True
         await self._stop_background()
-        for consumer in self._pulls.values():
+        for consumer in self._consumers():
             await consumer.halt()
         if self._nc is not None:
             connection.drop_socket(self._nc)
@@ -441,7 +459,7 @@ class NatsTransport(Transport):
                     raise translate(exc, ConnectionFailed, what) from exc
         self._options.pop(name, None)
         for tag in [tag for tag, pull in self._pulls.items() if pull.queue == name]:
-            await self._pulls.pop(tag).stop()
+            await self._stop(self._pulls.pop(tag))
         self._topology.queue_deleted(name)
 
     async def _delete_transient(self, name: str) -> None:
@@ -473,25 +491,139 @@ class NatsTransport(Transport):
         return [self._names.stream(name, level) for level in reversed(range(levels))]
 
     async def queue_size(self, name: str) -> int:
-        if name in self._transients:
-            return self._transients[name].size()
-        what = f"the size of queue {name!r}"
-        record = await self._call(self._records.queue(name), what)
-        if record is not None and record["options"]["exclusive"]:
-            if await self._reaped(name):
-                raise NotFound(f"queue {name!r} does not exist on {self._where}")
-            return 0  # another connection's exclusive queue: only its owner sees its messages
-        size = 0
+        return (await self.queue_stats(name)).ready
+
+    async def queue_stats(self, name: str) -> QueueStats:
+        """Ready: JetStream's ``num_pending``, what no consumer has had — a returned message
+        included, as a copy stored again (``_consumer.PullConsumer._return``). Unacked: its
+        ``num_ack_pending``, delivered and not acked, a crashed consumer's messages included
+        until another consumer has them.
+
+        Consumers: ``None``. JetStream counts the pull requests waiting (``num_waiting``), not
+        the consumers: one between two requests, or reading priority levels without waiting,
+        is not counted. And polybus's liveness renews held messages without saying whose, so
+        nothing tells how many consumers there are. An exclusive queue of this connection
+        lives here, its counts and its one consumer (or none) known exactly.
+        """
+        transient = self._transients.get(name)
+        if transient is not None:
+            return transient.stats()
+        if await self._exclusive_elsewhere(name):
+            return QueueStats(name, 0)  # only its owner sees its messages
+        ready = unacked = 0
         for stream in await self._streams(name):
-            try:
-                info = await self._call(self._js.consumer_info(stream, CONSUMER), what)
-            except NotFound:
-                raise NotFound(f"queue {name!r} does not exist on {self._where}") from None
-            first = info.delivered.stream_seq + 1
-            if info.num_pending and await self._expire_head(name, stream, first):
-                info = await self._call(self._js.consumer_info(stream, CONSUMER), what)
-            size += int(info.num_pending)
-        return size
+            info = await self._level(name, stream)
+            ready += int(info.num_pending)
+            unacked += int(info.num_ack_pending)
+        return QueueStats(name, ready, unacked)
+
+    async def _exclusive_elsewhere(self, name: str) -> bool:
+        """Whether ``name`` is another connection's exclusive queue (no stream: its messages
+        are in its owner).
+
+        :raises NotFound: it was, and its owner is gone (its records are reaped).
+        """
+        record = await self._call(self._records.queue(name), f"reading queue {name!r}")
+        if record is None or not record["options"]["exclusive"]:
+            return False
+        if await self._reaped(name):
+            raise NotFound(f"queue {name!r} does not exist on {self._where}")
+        return True
+
+    async def _level(self, name: str, stream: str) -> Any:
+        """The durable consumer's info on one stream of the queue, once the expired messages
+        at the stream's head are dead-lettered."""
+        info = await self._consumer_info(name, stream)
+        first = info.delivered.stream_seq + 1
+        if info.num_pending and await self._expire_head(name, stream, first):
+            info = await self._consumer_info(name, stream)
+        return info
+
+    async def _consumer_info(self, name: str, stream: str) -> Any:
+        """The durable consumer's info on one stream of the queue (``NotFound``: no queue)."""
+        what = f"reading queue {name!r}"
+        try:
+            return await self._call(self._js.consumer_info(stream, CONSUMER), what)
+        except NotFound:
+            raise NotFound(f"queue {name!r} does not exist on {self._where}") from None
+
+    async def queue_names(self) -> list[str]:
+        """The queues with a record in the topology bucket (the delay stream has none); an
+        exclusive queue of another connection while its owner answers (one gone is reaped)."""
+        records = await self._call(self._records.queues(), "listing queues")
+
+        async def gone(name: str) -> bool:
+            exclusive = records[name]["options"]["exclusive"]
+            return exclusive and name not in self._transients and await self._reaped(name)
+
+        names = sorted(records)
+        dropped = await asyncio.gather(*(gone(name) for name in names))
+        return [name for name, out in zip(names, dropped, strict=True) if not out]
+
+    async def peek(self, name: str, limit: int) -> list[Delivery]:
+        """Read with JetStream's get by stream sequence, which no consumer sees: on each
+        stream, highest priority level first, the messages after the durable consumer's
+        delivered position (those before are delivered and unacked; a returned message is a
+        copy after it), not the expired ones.
+
+        :raises CapabilityMissing: another connection's exclusive queue, whose messages only
+            its owner holds.
+        """
+        transient = self._transients.get(name)
+        if transient is not None:
+            return transient.peek(limit)
+        if await self._exclusive_elsewhere(name):
+            raise CapabilityMissing(
+                f"queue {name!r} is another connection's exclusive queue: its messages are"
+                " held by its owner, not stored by NATS, so only its owner could read them"
+            )
+        message_ttl = (await self._options_of(name)).message_ttl
+        peeked: list[Delivery] = []
+        for stream in await self._streams(name):
+            first = (await self._consumer_info(name, stream)).delivered.stream_seq + 1
+            await self._peek_stream(name, stream, first, message_ttl, peeked, limit)
+        return peeked
+
+    async def _peek_stream(
+        self,
+        name: str,
+        stream: str,
+        seq: int,
+        message_ttl: float | None,
+        peeked: list[Delivery],
+        limit: int,
+    ) -> None:
+        """Add to ``peeked``, up to ``limit``, the live messages of one of the queue's streams
+        from ``seq`` on, as a consumer would receive them (``tag`` ``None``)."""
+        while len(peeked) < limit and (stored := await self._stored_from(name, stream, seq)):
+            seq = stored.seq + 1
+            envelope, exchange, key, deadline_ms, defect = decode(
+                stored.headers, stored.data or b""
+            )
+            deliveries, stored_ns = self._history(stored)
+            if not expired(deadline_ms, stored_ns, message_ttl):
+                redelivered = deliveries > 0
+                peeked.append(
+                    Delivery(envelope, exchange, key, redelivered, deliveries, None, defect=defect)
+                )
+
+    async def _stored_from(self, name: str, stream: str, seq: int) -> Any | None:
+        """The first message of one of the queue's streams at ``seq`` or after (None: none)."""
+        try:
+            return await self._js.get_msg(
+                stream, seq, subject=self._names.subjects(name), next=True
+            )
+        except js_errors.NotFoundError:
+            return None
+        except ERRORS as exc:
+            raise translate(exc, ConnectionFailed, f"reading queue {name!r}") from exc
+
+    @staticmethod
+    def _history(stored: Any) -> tuple[int, int]:
+        """(deliveries so far, ns since the epoch its queue first stored it) of a message read
+        from its stream, which JetStream has not delivered since it was stored."""
+        at = stored.time.timestamp() if stored.time else time.time()
+        return history(stored.headers, 0, int(at * 1e9))
 
     async def _reaped(self, name: str) -> bool:
         """Whether the exclusive queue ``name`` was another connection's that is gone (its
@@ -540,30 +672,19 @@ class NatsTransport(Transport):
     async def _expire_head(self, name: str, stream: str, first: int) -> bool:
         """Dead-letter the expired messages at the head of the queue that no consumer has
         had (as RabbitMQ expires them: from the head); whether there were any."""
-        options = await self._options_of(name)
-        subject = self._names.subjects(name)
+        message_ttl = (await self._options_of(name)).message_ttl
         dead_letter = self._dead_letter_of(name)
-        expired = False
-        while True:
-            try:
-                stored = await self._js.get_msg(stream, first, subject=subject, next=True)
-            except js_errors.NotFoundError:
-                return expired
-            except ERRORS as exc:
-                raise translate(exc, ConnectionFailed, f"reading queue {name!r}") from exc
+        any_expired = False
+        while (stored := await self._stored_from(name, stream, first)) is not None:
             envelope, exchange, key, deadline_ms, _ = decode(stored.headers, stored.data or b"")
-            stored_ms = stored.time.timestamp() * 1000 if stored.time else time.time() * 1000
-            deadline = None if deadline_ms is None else float(deadline_ms)
-            if options.message_ttl is not None:
-                ttl_deadline = stored_ms + options.message_ttl * 1000
-                deadline = min(deadline or ttl_deadline, ttl_deadline)
-            if deadline is None or deadline > time.time() * 1000:
-                return expired
+            if not expired(deadline_ms, self._history(stored)[1], message_ttl):
+                break
             await dead_letter(envelope, exchange, key, EXPIRED)
             with contextlib.suppress(*ERRORS):  # a consumer may have taken it meanwhile
                 await self._js.delete_msg(stream, stored.seq)
-            expired = True
+            any_expired = True
             first = stored.seq + 1
+        return any_expired
 
     async def _options_of(self, name: str) -> QueueOptions:
         options = self._options.get(name)
@@ -656,14 +777,21 @@ class NatsTransport(Transport):
         no queue of that name exists."""
         if self._closed:
             raise Closed(f"the NATS transport of {self._where} is closed")
-        subject = self._names.subject(queue, priority or 0)
+        return await self._store(queue, self._names.subject(queue, priority or 0), headers, payload)
+
+    async def _store(
+        self, queue: str, subject: str, headers: dict[str, str], payload: bytes
+    ) -> bool:
+        """Publish on one of the queue's subjects and wait for its stream (or owner) to
+        confirm; False when no queue of that name exists. Also while closing: a closing
+        consumer returns what it holds this way."""
         bound = time.monotonic() + self.url.settings["operation_timeout"] * UNANSWERED_SHARE
         pause = 0.01
         while True:
             try:
                 await self._js.publish(subject, payload, headers=headers)
             except js_errors.NoStreamResponseError:
-                if not await self._stream_exists(queue, priority or 0):
+                if not await self._stream_exists(queue):
                     return False
                 # Its stream exists but nobody took the message: in a cluster, the stream's
                 # leader is being elected or this server has not heard of it yet. Nothing was
@@ -683,10 +811,10 @@ class NatsTransport(Transport):
                 self._reached.add(queue)
                 return True
 
-    async def _stream_exists(self, queue: str, level: int) -> bool:
-        """Whether the stream of a queue's priority level exists (an unknown answer, as
-        while a cluster elects its leader, counts as yes)."""
-        return await self._stream_named(self._names.stream(queue, level))
+    async def _stream_exists(self, queue: str) -> bool:
+        """Whether the queue has streams: its level 0, which every stored queue has, exists
+        (an unknown answer, as while a cluster elects its leader, counts as yes)."""
+        return await self._stream_named(self._names.stream(queue))
 
     async def _stream_named(self, stream: str) -> bool:
         try:
@@ -843,6 +971,7 @@ class NatsTransport(Transport):
             auto_ack,
             options.message_ttl,
             self._dead_letter_of(queue),
+            functools.partial(self._store, queue),
         )
         # renewed within the ack wait the durable consumer has, which the connection that
         # created it chose (its heartbeat= may differ from ours)
@@ -862,7 +991,7 @@ class NatsTransport(Transport):
             return
         consumer = self._pulls.get(consumer_tag)
         if consumer is not None:
-            await consumer.stop()
+            await self._stop(consumer)
             if not consumer.held:
                 self._pulls.pop(consumer_tag, None)
 
