@@ -195,6 +195,8 @@ CAPABILITIES = Capabilities(
 )
 DUE_BATCH = 100
 """Delayed messages one ``DUE`` script routes at most (the heartbeat routes as many per beat)."""
+RETIRE_AGAIN = 0.5
+"""Seconds after a cancel when the consumer is retired once more (``_retire_again``)."""
 FAKEREDIS_CAPABILITIES = replace(
     CAPABILITIES,
     persistence=False,
@@ -570,7 +572,27 @@ class RedisTransport(Transport):
         if self._acking is not None:  # acks on their way are no longer held: let them land
             with contextlib.suppress(PolybusError):
                 await asyncio.shield(self._acking)
+        await self._retire(consumer)
+        loop = asyncio.get_running_loop()
+        loop.call_later(RETIRE_AGAIN, lambda: self._retire_again(loop, consumer))
+
+    async def _retire(self, consumer: Consumer) -> None:
+        """Return what is pending on a cancelled consumer but the entries it still holds.
+
+        Once is not always enough: Redis handles a closed link a moment after what comes on
+        other connections, so a read the consumer's link sent just before it closed can still
+        be served — the copies of messages returned meanwhile (a subscription's unreceived
+        ones, requeued right after the cancel), or new ones — and they would wait, pending on
+        a consumer nobody reads, until this connection closes. So a requeue through a
+        cancelled consumer retires it again (Redis serves a blocked read before it runs the
+        next command), and so does a timer, for whatever else its last read took."""
         await self._script("retire", consumer.queue, consumer.name, "1", *consumer.held)
+
+    def _retire_again(self, loop: asyncio.AbstractEventLoop, consumer: Consumer) -> None:
+        if self._closed:
+            return  # closing released everything this connection's consumers had
+        task = loop.create_task(self._retire(consumer))
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     async def ack(self, delivery: Delivery) -> None:
         """Queue the ack and return, as AMQP's basic.ack does: the acks of a whole loop turn
@@ -609,3 +631,5 @@ class RedisTransport(Transport):
         consumer.settled(entry_id)
         outcome = "requeue" if requeue else "reject"
         await self._script("settle", consumer.queue, stream, entry_id, outcome)
+        if requeue and consumer.stopped:  # its link's last read may have taken the copy
+            await self._retire(consumer)
