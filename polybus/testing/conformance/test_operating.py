@@ -106,6 +106,23 @@ async def test_stats_count_ready_and_unacked_messages_and_consumers(connect):
     assert (stats.ready, stats.unacked or 0) == (2, 0)
 
 
+async def test_purge_drops_the_waiting_messages_and_says_how_many(connect):
+    bus = await connect()
+    q = bus.work_queue("purged")
+    await q.send_many(["held", "a", "b"])
+    async with q.consume(prefetch=1) as sub:
+        held = await sub.receive(timeout=5)
+        assert await q.purge() == 2
+        assert await q.size() == 0
+        await held.nack(requeue=True)  # what a consumer held was not waiting: it stays
+    for _ in range(100):
+        if await q.size() == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert await q.size() == 1
+    assert await q.purge() == 1
+
+
 @pytest.mark.requires("list_queues")
 async def test_the_queues_of_a_namespace_are_listed_by_their_names(connect, target):
     bus = await connect()

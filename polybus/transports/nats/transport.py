@@ -478,8 +478,8 @@ class NatsTransport(Transport):
         count = 0
         for stream in await self._streams(name):
             info = await self._call(self._js.consumer_info(stream, CONSUMER), what)
-            purged = await self._call(self._js.purge_stream(stream), what)
-            count += max(0, min(int(info.num_pending), int(purged)))
+            await self._call(self._js.purge_stream(stream), what)  # says only that it did
+            count += int(info.num_pending)
         return count
 
     async def _streams(self, name: str) -> list[str]:
@@ -979,6 +979,9 @@ class NatsTransport(Transport):
         await self._call(consumer.start(), f"consuming {queue!r}")
         self._pulls[tag] = consumer
         self._topology.consuming(tag, consumer)
+        if self._mover is None:  # a consumer moves delayed messages, whoever delayed them
+            await self._declare_delays()
+            await self._start_mover()
         return tag
 
     async def cancel(self, consumer_tag: str) -> None:
