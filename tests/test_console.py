@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,8 +21,7 @@ import pytest
 import polybus
 from polybus.cli import main
 from polybus.console.common import FAILED, NOT_FOUND, OK, UNREACHABLE, UNSUPPORTED, USAGE
-from polybus.testing.harness import BrokerHarness, load_harness
-from polybus.testing.plugin import skip_unless_available
+from polybus.testing.harness import BrokerHarness
 
 TRANSPORTS = ("memory", "fakeredis", "redis", "rabbitmq", "nats")
 
@@ -89,32 +88,20 @@ def wait_until(check: Any, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def harnesses() -> Iterator[dict[str, BrokerHarness | str]]:
-    loaded: dict[str, BrokerHarness | str] = {}
-    yield loaded
-    for harness in loaded.values():
-        if isinstance(harness, BrokerHarness):
-            harness.shutdown()
-
-
 @pytest.fixture(params=TRANSPORTS)
 def console(
     request: pytest.FixtureRequest,
-    harnesses: dict[str, BrokerHarness | str],
+    harness: Callable[[str], BrokerHarness],
     capsys: pytest.CaptureFixture[str],
 ) -> Iterator[Console]:
-    name: str = request.param
-    if name not in harnesses:
-        harnesses[name] = load_harness(name)
-    harness = skip_unless_available(name, harnesses[name])
+    broker = harness(request.param)
     namespace = f"cli{os.urandom(5).hex()}"
-    console = Console(harness.url(namespace), capsys)
+    console = Console(broker.url(namespace), capsys)
     try:
         yield console
     finally:
         console.bus.close()
-        harness.cleanup(namespace)
+        broker.cleanup(namespace)
 
 
 def test_send_then_peek_shows_the_message_and_leaves_it(console: Console) -> None:
@@ -304,10 +291,12 @@ def test_an_unreachable_broker_exits_3_without_showing_the_password(
     assert "s3cret" not in err and "127.0.0.1:1" in err
 
 
-def test_listen_stops_cleanly_on_ctrl_c_and_sigterm() -> None:
-    harness = skip_unless_available("redis", load_harness("redis"))
+def test_listen_stops_cleanly_on_ctrl_c_and_sigterm(
+    harness: Callable[[str], BrokerHarness],
+) -> None:
+    redis = harness("redis")
     namespace = f"cli{os.urandom(5).hex()}"
-    url = harness.url(namespace)
+    url = redis.url(namespace)
     try:
         with polybus.connect(url) as bus:
             jobs = bus.work_queue("jobs")
@@ -328,5 +317,4 @@ def test_listen_stops_cleanly_on_ctrl_c_and_sigterm() -> None:
                 assert json.loads(line)["body"] == stop.name
             assert jobs.size() == 0
     finally:
-        harness.cleanup(namespace)
-        harness.shutdown()
+        redis.cleanup(namespace)

@@ -18,8 +18,7 @@ from types import ModuleType
 import pytest
 
 from polybus.core.url import parse_url
-from polybus.testing.harness import HARNESSES, BrokerHarness, load_harness
-from polybus.testing.plugin import skip_unless_available
+from polybus.testing.harness import HARNESSES, BrokerHarness
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 IN_PROCESS_SCHEMES = {"memory", "fakeredis"}  # brokers that live inside one process
@@ -157,34 +156,22 @@ def _load(program: str) -> ModuleType:
     return _modules[program]
 
 
-@pytest.fixture(scope="module")
-def harnesses() -> Iterator[dict[str, BrokerHarness | str]]:
-    loaded: dict[str, BrokerHarness | str] = {}
-    yield loaded
-    for harness in loaded.values():
-        if isinstance(harness, BrokerHarness):
-            harness.shutdown()
-
-
 @pytest.fixture(params=list(HARNESSES))
 def run(
     request: pytest.FixtureRequest,
-    harnesses: dict[str, BrokerHarness | str],
+    harness: Callable[[str], BrokerHarness],
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Runner]:
     """A runner on a fresh namespace of one transport (skipped if the broker is unavailable,
     failed if ``POLYBUS_REQUIRE`` names it)."""
-    name: str = request.param
-    if name not in harnesses:
-        harnesses[name] = load_harness(name)
-    harness = skip_unless_available(name, harnesses[name])
+    broker = harness(request.param)
     namespace = f"ex{os.urandom(5).hex()}"
-    runner = Runner(harness.url(namespace), monkeypatch)
+    runner = Runner(broker.url(namespace), monkeypatch)
     try:
         yield runner
     finally:
         runner.kill_leftovers()
-        harness.cleanup(namespace)
+        broker.cleanup(namespace)
 
 
 def test_hello_world_message_waits_in_the_queue_for_the_receiver(run: Runner) -> None:
