@@ -35,9 +35,6 @@ from polybus.core.transport import Delivery, Envelope
 if TYPE_CHECKING:
     from polybus.core.bus import AsyncBus
 
-QUIET = 2.0
-"""Seconds a pass waits for the next dead letter it counted before it ends without it (another
-consumer took it, or it expired)."""
 AT_ONCE = 0.25
 """Seconds a pass waits for one more dead letter than it counted."""
 MORE = 1000
@@ -204,7 +201,9 @@ class DeadLetters:
                     done += len(batch)
                     batch = []
                 try:
-                    wait = QUIET if seen < total else AT_ONCE
+                    # what was counted comes within the bound of any call (or another consumer
+                    # took it, or it expired); one more, at once or not at all
+                    wait = broker.deadlines.timeout if seen < total else AT_ONCE
                     delivery = await asyncio.wait_for(arrived.get(), wait)
                 except asyncio.TimeoutError:
                     break
