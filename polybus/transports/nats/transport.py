@@ -177,6 +177,8 @@ class NatsTransport(Transport):
         self._delay_stream = self._names.stream(delays)
         self._delay_subject = self._names.subject(delays)
         self._mover: DelayMover | None = None
+        self._mover_starting: asyncio.Task[None] | None = None
+        self._mover_lock = asyncio.Lock()
 
     # -- connection -------------------------------------------------------------------------
 
@@ -346,6 +348,7 @@ class NatsTransport(Transport):
         await connection.disconnect(self._nc)
 
     async def _stop_background(self) -> None:
+        await cancelled(self._mover_starting)
         if self._mover is not None:
             await self._mover.stop()
         if self._alive is not None:
@@ -828,7 +831,9 @@ class NatsTransport(Transport):
     # -- delays (_delays) -------------------------------------------------------------------
 
     async def _start_mover(self) -> None:
-        if self._mover is None:
+        async with self._mover_lock:  # one mover, though a consume and a delay both start one
+            if self._mover is not None:
+                return
 
             async def route(exchange: str, key: str, envelope: Envelope) -> None:
                 await self.publish(exchange, key, envelope)
@@ -980,9 +985,23 @@ class NatsTransport(Transport):
         self._pulls[tag] = consumer
         self._topology.consuming(tag, consumer)
         if self._mover is None:  # a consumer moves delayed messages, whoever delayed them
-            await self._declare_delays()
-            await self._start_mover()
+            self._start_mover_soon()
         return tag
+
+    def _start_mover_soon(self) -> None:
+        """Start moving delayed messages, in the background: the consume that asks must not
+        fail for it (a cluster electing a leader, say); a later consume or delayed publish
+        tries again."""
+
+        async def start() -> None:
+            try:
+                await self._declare_delays()
+                await self._start_mover()
+            except PolybusError as exc:
+                log.warning("not moving delayed messages on %s for now: %s", self._where, exc)
+
+        if self._mover_starting is None or self._mover_starting.done():
+            self._mover_starting = asyncio.ensure_future(start())
 
     async def cancel(self, consumer_tag: str) -> None:
         self._topology.cancelled(consumer_tag)

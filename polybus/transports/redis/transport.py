@@ -569,9 +569,6 @@ class RedisTransport(Transport):
         if consumer is None:
             return
         await consumer.stop()
-        if self._acking is not None:  # acks on their way are no longer held: let them land
-            with contextlib.suppress(PolybusError):
-                await asyncio.shield(self._acking)
         await self._retire(consumer)
         loop = asyncio.get_running_loop()
         loop.call_later(RETIRE_AGAIN, lambda: self._retire_again(loop, consumer))
@@ -586,6 +583,9 @@ class RedisTransport(Transport):
         a consumer nobody reads, until this connection closes. So a requeue through a
         cancelled consumer retires it again (Redis serves a blocked read before it runs the
         next command), and so does a timer, for whatever else its last read took."""
+        if self._acking is not None:  # acks on their way are no longer held: let them land
+            with contextlib.suppress(PolybusError):
+                await asyncio.shield(self._acking)
         await self._script("retire", consumer.queue, consumer.name, "1", *consumer.held)
 
     def _retire_again(self, loop: asyncio.AbstractEventLoop, consumer: Consumer) -> None:
