@@ -36,7 +36,12 @@ def _show(bus: polybus.Bus, args: argparse.Namespace) -> int:
         dead = dead_letter_name(name)
         if listed and name in dead_letter_queues:
             continue  # shown as the dead-letter count of its queue
-        row: dict[str, Any] = asdict(adopted(bus, name).stats())
+        try:
+            row: dict[str, Any] = asdict(adopted(bus, name).stats())
+        except polybus.NotFound:
+            if listed:
+                continue  # deleted since it was listed (a subscription's queue, say)
+            raise
         row["queue"] = name  # as the URL's namespace names it
         row["dead"] = _size(bus, dead) if not listed or dead in present else None
         rows.append(row)

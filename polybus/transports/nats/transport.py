@@ -216,7 +216,7 @@ class NatsTransport(Transport):
         self._alive = KeepAlive(self._renewing_connection, self._held, self._renewal_interval)
         self._alive.start()
         if await self._stream_named(self._delay_stream):
-            await self._start_mover()  # what others delayed, released even once they are gone
+            self._start_mover_soon()  # what others delayed, released even once they are gone
 
     async def _stop(self, consumer: PullConsumer) -> None:
         """Stop a pull consumer, kept (to be halted by a close) until it has ended."""
@@ -989,9 +989,9 @@ class NatsTransport(Transport):
         return tag
 
     def _start_mover_soon(self) -> None:
-        """Start moving delayed messages, in the background: the consume that asks must not
-        fail for it (a cluster electing a leader, say); a later consume or delayed publish
-        tries again."""
+        """Start moving delayed messages, in the background: the connect or consume that asks
+        must not fail for it (a cluster electing a leader, say); a later consume or delayed
+        publish tries again."""
 
         async def start() -> None:
             try:
