@@ -315,6 +315,8 @@ def test_listen_stops_cleanly_on_ctrl_c_and_sigterm(
                 assert listener.returncode == OK, err
                 assert "Traceback" not in err
                 assert json.loads(line)["body"] == stop.name
-            assert jobs.size() == 0
+                # acked once printed, or back in the queue if the signal came in between
+                assert jobs.size() in (0, 1)
+                jobs.purge()
     finally:
         redis.cleanup(namespace)
