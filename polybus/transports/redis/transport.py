@@ -580,16 +580,19 @@ class RedisTransport(Transport):
         other connections, so a read the consumer's link sent just before it closed can still
         be served — the copies of messages returned meanwhile (a subscription's unreceived
         ones, requeued right after the cancel), or new ones — and they would wait, pending on
-        a consumer nobody reads, until this connection closes. So a requeue through a
-        cancelled consumer retires it again (Redis serves a blocked read before it runs the
-        next command), and so does a timer, for whatever else its last read took."""
+        a consumer nobody reads, until this connection closes. So the settle of the last entry
+        a cancelled consumer held retires it again (a requeue: before it returns, as Redis
+        serves a blocked read before it runs the next command), and so does a timer, for
+        whatever else its last read took."""
         if self._acking is not None:  # acks on their way are no longer held: let them land
             with contextlib.suppress(PolybusError):
                 await asyncio.shield(self._acking)
         await self._script("retire", consumer.queue, consumer.name, "1", *consumer.held)
 
     def _retire_again(self, loop: asyncio.AbstractEventLoop, consumer: Consumer) -> None:
-        if self._closed:
+        """The timer's retire: if the consumer still holds entries, the settle of its last
+        one retires it instead (a retire that keeps thousands of held entries is slow)."""
+        if self._closed or consumer.held:
             return  # closing released everything this connection's consumers had
         task = loop.create_task(self._retire(consumer))
         task.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -601,6 +604,8 @@ class RedisTransport(Transport):
         if not consumer.auto_ack:
             consumer.settled(entry_id)
             self._queue_ack(stream, entry_id)
+            if consumer.stopped and not consumer.held:  # the last a cancelled one held
+                self._retire_again(asyncio.get_running_loop(), consumer)
 
     def _queue_ack(self, stream: str, entry_id: bytes) -> None:
         """XACK and XDEL the entry with the next round of acks."""
@@ -631,5 +636,5 @@ class RedisTransport(Transport):
         consumer.settled(entry_id)
         outcome = "requeue" if requeue else "reject"
         await self._script("settle", consumer.queue, stream, entry_id, outcome)
-        if requeue and consumer.stopped:  # its link's last read may have taken the copy
-            await self._retire(consumer)
+        if requeue and consumer.stopped and not consumer.held:
+            await self._retire(consumer)  # its link's last read may have taken the copies
