@@ -30,6 +30,7 @@ from polybus.core.headers import (
 )
 from polybus.core.limits import MAX_PREFETCH
 from polybus.core.message import PeekedMessage
+from polybus.core.retry import retries_of
 from polybus.core.transport import Delivery, Envelope
 
 if TYPE_CHECKING:
@@ -77,8 +78,7 @@ class DeadLetter(PeekedMessage):
     @property
     def retries(self) -> int:
         """How many times a worker retried it before it died."""
-        value = self.headers.get(RETRIES, 0)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        return retries_of(self.headers)
 
 
 def _text(value: Any) -> str | None:

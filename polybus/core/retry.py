@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from polybus.core.arguments import check_int, check_seconds
 from polybus.core.errors import InvalidArgument
+from polybus.core.headers import RETRIES
 from polybus.core.limits import MAX_TTL
 
 
@@ -68,3 +70,9 @@ def retry_policy(retries: int | RetryPolicy) -> RetryPolicy:
     if isinstance(retries, RetryPolicy):
         return retries
     return RetryPolicy(max_retries=check_int(retries, "retries", 0))
+
+
+def retries_of(headers: dict[str, Any]) -> int:
+    """The retry count a message carries; anything unreadable counts as none."""
+    value = headers.get(RETRIES, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

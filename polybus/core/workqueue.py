@@ -21,7 +21,7 @@ from polybus.core.headers import RETRIES
 from polybus.core.limits import MAX_NAME, MAX_PREFETCH, MAX_PRIORITY
 from polybus.core.message import PeekedMessage
 from polybus.core.names import check_name, derived_name
-from polybus.core.retry import RetryPolicy, retry_policy
+from polybus.core.retry import RetryPolicy, retries_of, retry_policy
 from polybus.core.subscription import ConsumeSpec, Subscription
 from polybus.core.transport import Delivery, QueueOptions, QueueStats
 from polybus.core.worker import Worker, start_handler_worker
@@ -38,12 +38,6 @@ def dead_letter_name(name: str) -> str:
     """The default dead-letter queue of a queue: ``<name>.dead``, shortened with a digest when
     that would be longer than a name may be."""
     return derived_name(name, "dead", MAX_NAME)
-
-
-def retries_of(headers: dict[str, Any]) -> int:
-    """The retry count a message carries; anything unreadable counts as none."""
-    value = headers.get(RETRIES, 0)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class WorkQueue:
